@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Tagging without a window: a container's cgroup is put under its policy in the same instant the
+ * kernel creates it, before the runtime can move a process into it.
+ *  - a cgroup created inside a tagged cgroup inherits its policy;
+ *  - a cgroup whose leaf name the agent announced (map `pending`, filled from Docker's "create"
+ *    event, which comes before "start") gets the announced policy.
+ * Entries are dropped when the cgroup is removed. Only the unified (cgroup2) hierarchy counts: it is
+ * the one bpf_get_current_cgroup_id() reports.
+ */
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int on_unified_hierarchy(struct cgroup *cgrp)
+{
+	return BPF_CORE_READ(cgrp, root, hierarchy_id) == 0;
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	struct hg_pending_key name = {};
+	struct hg_cgroup *tag;
+	__u64 id, parent_id;
+
+	if (!on_unified_hierarchy(cgrp))
+		return 0;
+	id = BPF_CORE_READ(cgrp, kn, id);
+	parent_id = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	tag = bpf_map_lookup_elem(&cgroups, &parent_id);
+	if (!tag) {
+		bpf_probe_read_kernel_str(name.name, sizeof(name.name), BPF_CORE_READ(cgrp, kn, name));
+		tag = bpf_map_lookup_elem(&pending, &name);
+	}
+	if (tag)
+		bpf_map_update_elem(&cgroups, &id, tag, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(hg_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	__u64 id;
+
+	if (!on_unified_hierarchy(cgrp))
+		return 0;
+	id = BPF_CORE_READ(cgrp, kn, id);
+	bpf_map_delete_elem(&cgroups, &id);
+	bpf_map_delete_elem(&armed, &id);
+	return 0;
+}

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * File enforcement without LSM: on the way out of every open-family syscall that returned a file,
+ * name the opened file from the file table (kernel objects: symlinks, "..", dirfd already resolved),
+ * check it against the policy, and SIGKILL the caller before it gets to use the descriptor. The open
+ * itself has happened by then (an O_TRUNC has truncated): closing that gap needs the LSM path.
+ */
+#include "common.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define HG_O_CREAT 0100
+#define HG_O_TRUNC 01000
+#define HG_O_PATH 010000000
+#define HG_FMODE_READ 0x1
+#define HG_FMODE_WRITE 0x2
+#define HG_S_IFMT 00170000
+#define HG_S_IFDIR 0040000
+
+/* The syscall's own arguments are still in the user registers on the way out. */
+static __always_inline unsigned long syscall_arg(int n)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	switch (n) {
+	case 1:
+		return BPF_CORE_READ(regs, si);
+	case 2:
+		return BPF_CORE_READ(regs, dx);
+	default:
+		return 0;
+	}
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* flags: the open flags the caller passed (O_CREAT and O_TRUNC are gone from file->f_flags). */
+static __always_inline int check_open(long fd, __u64 flags)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct hg_file_event *e;
+	struct hg_scratch *s;
+	struct hg_cgroup *tag;
+	struct file *file;
+	__u32 len, exe_len, need = 0, mode, policy_id, *allowed;
+	__u64 cgroup_id;
+	__u8 action;
+	int is_dir;
+
+	tag = tagged_cgroup(&cgroup_id);
+	if (!tag || fd < 0)
+		return 0;
+	if (!bpf_map_lookup_elem(&armed, &cgroup_id))
+		return 0;                       /* the runtime is still setting the container up */
+	policy_id = tag->policy_id;
+	file = fd_file(task, fd);
+	if (!file || (BPF_CORE_READ(file, f_flags) & HG_O_PATH))
+		return 0;                       /* O_PATH reads and writes nothing */
+
+	mode = BPF_CORE_READ(file, f_mode);
+	if (mode & HG_FMODE_READ)
+		need |= HG_ACCESS_READ;
+	if ((mode & HG_FMODE_WRITE) || (flags & (HG_O_CREAT | HG_O_TRUNC)))
+		need |= HG_ACCESS_WRITE;
+	is_dir = (BPF_CORE_READ(file, f_inode, i_mode) & HG_S_IFMT) == HG_S_IFDIR;
+
+	s = scratch_space();
+	if (!s)
+		return 0;
+	len = resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, is_dir);
+	if (len) {
+		allowed = lookup_path_rule(&file_rules, &s->key, policy_id, s->path, len);
+		if (allowed && (need & ~*allowed) == 0)
+			return 0;
+	}
+
+	action = answer_violation(policy_id, 1);
+	exe_len = resolve_exe();
+	e = reserve_event(sizeof(*e));
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, HG_OP_FILE, action, policy_id, cgroup_id, s, exe_len);
+	e->access = need;
+	e->path_len = 0;
+	e->path[0] = '\0';
+	if (len)
+		e->path_len = copy_path_out(e->path, s->path, len);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int hg_exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return check_open(ctx->ret, syscall_arg(2));
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int hg_exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return check_open(ctx->ret, syscall_arg(1));
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int hg_exit_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return check_open(ctx->ret, HG_O_CREAT | HG_O_TRUNC);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int hg_exit_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 flags = 0;
+
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(2));   /* struct open_how.flags */
+	return check_open(ctx->ret, flags);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int hg_exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
+{
+	return check_open(ctx->ret, syscall_arg(2));
+}
