@@ -106,6 +106,9 @@ _ring_buffer_poll = _declare("ring_buffer__poll", ctypes.c_int, [_c_p, ctypes.c_
 _ring_buffer_free = _declare("ring_buffer__free", None, [_c_p])
 _ring_buffer_epoll_fd = _declare("ring_buffer__epoll_fd", ctypes.c_int, [_c_p])
 
+# --- <bpf/libbpf.h>: utilities -------------------------------------------------------------------
+_num_possible_cpus = _declare("libbpf_num_possible_cpus", ctypes.c_int, [], _errcheck_int)
+
 BPF_ANY = 0
 BPF_NOEXIST = 1
 
@@ -232,6 +235,19 @@ class BpfMap:
                 return None
             raise OSError(err, f"lookup {self.name}: {os.strerror(err)}")
         return value.raw
+
+    def lookup_percpu(self, key: bytes) -> list[bytes] | None:
+        """A per-CPU map's value on every possible CPU (the kernel pads each to 8 bytes)."""
+        self._check(key)
+        stride = (self.value_size + 7) & ~7
+        values = ctypes.create_string_buffer(stride * _num_possible_cpus())
+        if _map_lookup(self.fd, key, values) < 0:
+            err = ctypes.get_errno()
+            if err == errno_module.ENOENT:
+                return None
+            raise OSError(err, f"lookup {self.name}: {os.strerror(err)}")
+        raw = values.raw
+        return [raw[i:i + self.value_size] for i in range(0, len(raw), stride)]
 
     def delete(self, key: bytes) -> bool:
         """Delete key; False when it was not there."""

@@ -21,20 +21,37 @@ SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
 	struct hg_pending_key name = {};
+	struct hg_cgroup_event *e;
 	struct hg_cgroup *tag;
 	__u64 id, parent_id;
+	__u8 inherited = 1;
 
 	if (!on_unified_hierarchy(cgrp))
 		return 0;
 	id = BPF_CORE_READ(cgrp, kn, id);
 	parent_id = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	bpf_probe_read_kernel_str(name.name, sizeof(name.name), BPF_CORE_READ(cgrp, kn, name));
 	tag = bpf_map_lookup_elem(&cgroups, &parent_id);
 	if (!tag) {
-		bpf_probe_read_kernel_str(name.name, sizeof(name.name), BPF_CORE_READ(cgrp, kn, name));
 		tag = bpf_map_lookup_elem(&pending, &name);
+		inherited = 0;
 	}
-	if (tag)
-		bpf_map_update_elem(&cgroups, &id, tag, BPF_ANY);
+	if (!tag)
+		return 0;
+	bpf_map_update_elem(&cgroups, &id, tag, BPF_ANY);
+
+	/* Tell the agent which container this cgroup id belongs to, for its log lines. */
+	e = reserve_event(sizeof(*e));
+	if (!e)
+		return 0;
+	e->opcode = HG_OP_CGROUP;
+	e->inherited = inherited;
+	e->pad[0] = e->pad[1] = 0;
+	e->policy_id = tag->policy_id;
+	e->cgroup_id = id;
+	e->parent_id = parent_id;
+	__builtin_memcpy(e->name, name.name, sizeof(e->name));
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 

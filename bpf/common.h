@@ -11,10 +11,29 @@
 #include "hostguard.h"
 #include "maps.h"
 
+/*
+ * Anchors the shared structs in every object's BTF (locals alone leave them in DWARF only):
+ * tests/test_layout.py checks the agent's mirrors against the object, field by field.
+ */
+union hg_btf_anchor {        /* by value: pointers alone would leave forward declarations */
+	struct hg_event_header header;
+	struct hg_exec_event exec;
+	struct hg_file_event file;
+	struct hg_connect_event connect;
+	struct hg_cgroup_event cgroup;
+	struct hg_policy policy;
+	struct hg_path_key path_key;
+	struct hg_net4_key net4_key;
+	struct hg_net6_key net6_key;
+	struct hg_ports ports;
+	struct hg_pending_key pending_key;
+} hg_btf_anchor;
+
 #define HG_SIGKILL 9
 #define HG_WALK_MAX_DEPTH 64
 #define HG_NAME_MASK 255                 /* NAME_MAX */
 #define HG_HALF_MASK (HG_SCRATCH_HALF - 1)
+#define HG_PROC_SUPER_MAGIC 0x9fa0
 
 /* The policy the calling task's cgroup is under, or NULL: the only cost untagged tasks pay. */
 static __always_inline struct hg_cgroup *tagged_cgroup(__u64 *cgroup_id)
@@ -36,6 +55,24 @@ static __always_inline struct hg_scratch *scratch_space(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static const char hg_self[] = "self";
+
+/*
+ * /proc/self is a symlink the kernel has already followed: the opened file sits under /proc/<pid>.
+ * Name the caller's own pid directory "self" again, so that rules can say /proc/self/.
+ */
+static __always_inline int is_own_proc_dir(struct dentry *dentry, struct dentry *parent,
+					   struct vfsmount *vfsmnt, __u64 self_pid)
+{
+	struct proc_inode *inode;
+
+	if (parent != BPF_CORE_READ(vfsmnt, mnt_root) ||
+	    BPF_CORE_READ(dentry, d_sb, s_magic) != HG_PROC_SUPER_MAGIC)
+		return 0;
+	inode = (void *)BPF_CORE_READ(dentry, d_inode) - bpf_core_field_offset(struct proc_inode, vfs_inode);
+	return (__u64)BPF_CORE_READ(inode, pid) == self_pid;
 }
 
 /* One step towards the root; bpf_loop verifies it once instead of once per level. */
@@ -80,6 +117,10 @@ static long walk_step(__u32 index, void *unused)
 	}
 	name = BPF_CORE_READ(dentry, d_name);
 	len = name.len & HG_NAME_MASK;
+	if (is_own_proc_dir(dentry, parent, vfsmnt, w->self_pid)) {
+		name.name = (const unsigned char *)hg_self;
+		len = 4;
+	}
 	pos = w->pos;
 	if (len + 1 > pos || pos >= HG_SCRATCH_HALF)
 		return 1;                       /* longer than the buffer: incomplete */
@@ -117,6 +158,7 @@ static __always_inline __u32 resolve_path(struct dentry *dentry, struct vfsmount
 	w->mnt = (__u64)((void *)vfsmnt - bpf_core_field_offset(struct mount, mnt));
 	w->root_dentry = (__u64)BPF_CORE_READ(task, fs, root.dentry);
 	w->root_mnt = (__u64)BPF_CORE_READ(task, fs, root.mnt);
+	w->self_pid = (__u64)BPF_CORE_READ(task, group_leader, thread_pid);
 	w->which = which;
 	w->complete = 0;
 	buf = which ? s->exe : s->path;

@@ -37,6 +37,7 @@ enum hg_opcode {
 	HG_OP_EXEC = 1,
 	HG_OP_FILE = 2,
 	HG_OP_CONNECT = 3,
+	HG_OP_CGROUP = 4,   /* a cgroup was put under a policy by the kernel */
 };
 
 enum hg_action {
@@ -141,6 +142,17 @@ struct hg_connect_event {
 	__u8 protocol;       /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 pad[3];
 	__u8 addr[16];       /* network byte order; first 4 bytes for AF_INET */
+};
+
+/* The kernel tagged a new cgroup: from a pending name, or inherited from its tagged parent. */
+struct hg_cgroup_event {
+	__u8 opcode;         /* HG_OP_CGROUP */
+	__u8 inherited;      /* 1: from the parent cgroup, 0: from a pending name */
+	__u8 pad[2];
+	__u32 policy_id;
+	__u64 cgroup_id;
+	__u64 parent_id;
+	char name[HG_PENDING_NAME_LEN];
 };
 
 #endif /* HOSTGUARD_H */

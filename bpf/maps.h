@@ -103,6 +103,7 @@ struct hg_walk {
 	__u64 mnt;
 	__u64 root_dentry;
 	__u64 root_mnt;
+	__u64 self_pid;         /* struct pid of the caller's thread group: /proc/<it> is /proc/self */
 	__u32 pos;
 	__u32 which;            /* 0: scratch.path, 1: scratch.exe */
 	__u32 complete;

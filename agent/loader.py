@@ -1,0 +1,124 @@
+"""Loading hostguard's BPF objects as one sensor: shared maps, probed features, attached hooks.
+
+The objects (bpf/*.bpf.c, one per hook family) each declare the same maps. The first object loaded
+creates them; every later object reuses their file descriptors, so all programs see one set of
+policies. Attach points that this kernel lacks (a syscall tracepoint missing on the architecture) are
+skipped and reported, never silently.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import libbpf
+
+__all__ = ["Features", "Sensor", "default_object_dir", "probe_features"]
+
+OBJECTS = ("cgroup", "exec", "file", "net")
+"""Load order: the first object creates the shared maps."""
+
+HOOK_KIND = {"exec": "exec", "file": "file", "net": "network", "cgroup": "tagging"}
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+def default_object_dir() -> Path:
+    """build/bpf next to the package (a source checkout), or $HOSTGUARD_BPF_DIR."""
+    override = os.environ.get("HOSTGUARD_BPF_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "build" / "bpf"
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What this kernel lets hostguard load, as probed at start ("ok" or the refusal)."""
+
+    lsm: str
+    fentry: str
+
+
+def _try_program(object_path: Path, program_name: str) -> str:
+    try:
+        with libbpf.BpfObject(object_path) as obj:
+            for program in obj.programs():
+                program.autoload = program.name == program_name
+            obj.load()
+            program = next(p for p in obj.programs() if p.name == program_name)
+            program.attach().destroy()
+        return "ok"
+    except OSError as error:
+        return f"refused: {error.strerror or error}"
+
+
+def probe_features(object_dir: Path) -> Features:
+    """Try an LSM and an fentry program (load and attach, then detach at once)."""
+    probe = object_dir / "probe.bpf.o"
+    return Features(lsm=_try_program(probe, "hg_probe_lsm"), fentry=_try_program(probe, "hg_probe_fentry"))
+
+
+def _tracepoint_exists(section: str) -> bool:
+    category, _, name = section.removeprefix("tracepoint/").partition("/")
+    return (TRACEFS / "events" / category / name).is_dir()
+
+
+@dataclass
+class Sensor:
+    """hostguard's programs and maps, loaded and attached as one unit."""
+
+    object_dir: Path
+    ringbuf_bytes: int = 8 << 20
+    maps: dict[str, libbpf.BpfMap] = field(default_factory=dict)
+    hooks: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    _objects: list[libbpf.BpfObject] = field(default_factory=list)
+    _links: list[libbpf.BpfLink] = field(default_factory=list)
+
+    def load(self) -> None:
+        """Open, load and attach the non-cgroup programs; cgroup programs attach per cgroup."""
+        for name in OBJECTS:
+            obj = libbpf.BpfObject(self.object_dir / f"{name}.bpf.o")
+            self._objects.append(obj)
+            for bpf_map in obj.maps():
+                shared = self.maps.get(bpf_map.name)
+                if shared is not None:
+                    bpf_map.reuse_fd(shared.fd)
+                elif bpf_map.name == "events":
+                    bpf_map.set_max_entries(self.ringbuf_bytes)
+            for program in obj.programs():
+                if program.section.startswith("tracepoint/") and not _tracepoint_exists(program.section):
+                    program.autoload = False
+                    self.skipped.append(program.section)
+            obj.load()
+            for bpf_map in obj.maps():
+                if "." not in bpf_map.name and bpf_map.name not in self.maps:  # not .rodata/.bss
+                    self.maps[bpf_map.name] = bpf_map
+            for program in obj.programs():
+                if program.autoload and not program.section.startswith("cgroup/"):
+                    self._links.append(program.attach())
+                    self.hooks.setdefault(HOOK_KIND[name], []).append(program.section)
+
+    def attach_cgroup(self, cgroup_dir: Path) -> None:
+        """Attach the egress programs to cgroup_dir: every cgroup below it runs them."""
+        fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for obj in self._objects:
+                for program in obj.programs():
+                    if program.section.startswith("cgroup/"):
+                        self._links.append(program.attach_cgroup(fd, str(cgroup_dir)))
+                        hooks = self.hooks.setdefault("network", [])
+                        if program.section not in hooks:
+                            hooks.append(program.section)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Detach everything and free the objects (the maps go with the last reference)."""
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        for obj in self._objects:
+            obj.close()
+        self._objects.clear()
+        self.maps.clear()

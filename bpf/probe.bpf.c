@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Feature probes, loaded one program at a time at start: can this kernel run BPF LSM programs and
+ * fentry programs? Some kernels refuse them (lockdown, missing lsm=bpf, no BTF trampolines); the
+ * agent reports what it found and uses the tracepoint path where they are refused.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(hg_probe_lsm, struct linux_binprm *bprm)
+{
+	return 0;
+}
+
+SEC("fentry/do_unlinkat")
+int BPF_PROG(hg_probe_fentry)
+{
+	return 0;
+}
