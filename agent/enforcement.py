@@ -218,23 +218,4 @@ class Enforcer:
                 except OSError:
                     continue           # removed meanwhile
                 self.maps["cgroups"].update(key, value)
-                if _runs_own_code(cgroup):
-                    self.maps["armed"].update(key, b"\x01")
-
-
-def _runs_own_code(cgroup: Path) -> bool:
-    """Whether the container's own programs already run in this cgroup (not only the runtime's
-    init, "runc:[2:INIT]", which is still setting the container up)."""
-    try:
-        pids = (cgroup / "cgroup.procs").read_text().split()
-    except OSError:
-        return False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as comm:
-                if not comm.read().startswith("runc:"):
-                    return True
-        except OSError:
-            continue
-    return False
 

@@ -11,6 +11,7 @@ and <bpf/bpf.h> (map element syscalls).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno as errno_module
@@ -24,6 +25,7 @@ __all__ = [
     "BpfObject",
     "BpfProgram",
     "RingBuffer",
+    "expected_failures",
     "set_log_callback",
 ]
 
@@ -116,6 +118,18 @@ LogCallback = Callable[[int, str], None]
 """Receives libbpf's log lines: (level, message); level 0 warn, 1 info, 2 debug."""
 
 _log_trampoline = None  # keeps the C callback alive for as long as libbpf may call it
+_demoted = 0            # > 0 while failures are expected (feature probes): log them as debug
+
+
+@contextlib.contextmanager
+def expected_failures() -> Iterator[None]:
+    """While probing features, libbpf's complaints are answers, not warnings: demote them to debug."""
+    global _demoted
+    _demoted += 1
+    try:
+        yield
+    finally:
+        _demoted -= 1
 
 
 def set_log_callback(callback: LogCallback) -> None:
@@ -128,7 +142,7 @@ def set_log_callback(callback: LogCallback) -> None:
         _libc.vsnprintf(buf, len(buf), fmt, args)
         message = buf.value.decode(errors="replace").rstrip("\n")
         if message:
-            callback(level, message)
+            callback(2 if _demoted else level, message)
         return 0
 
     _log_trampoline = _PRINT_FN(_print)

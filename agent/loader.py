@@ -41,7 +41,7 @@ class Features:
 
 def _try_program(object_path: Path, program_name: str) -> str:
     try:
-        with libbpf.BpfObject(object_path) as obj:
+        with libbpf.expected_failures(), libbpf.BpfObject(object_path) as obj:
             for program in obj.programs():
                 program.autoload = program.name == program_name
             obj.load()

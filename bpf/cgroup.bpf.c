@@ -5,6 +5,8 @@
  *  - a cgroup created inside a tagged cgroup inherits its policy;
  *  - a cgroup whose leaf name the agent announced (map `pending`, filled from Docker's "create"
  *    event, which comes before "start") gets the announced policy.
+ * Processes the runtime moves into a tagged cgroup (runc init) are recorded by executable in
+ * `runtime_exes`, so that their set-up work is not taken for the container's.
  * Entries are dropped when the cgroup is removed. Only the unified (cgroup2) hierarchy counts: it is
  * the one bpf_get_current_cgroup_id() reports.
  */
@@ -55,6 +57,31 @@ int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	return 0;
 }
 
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(hg_cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	struct hg_runtime_exe key = {};
+	__u8 one = 1;
+
+	if (!on_unified_hierarchy(dst))
+		return 0;
+	key.cgroup_id = BPF_CORE_READ(dst, kn, id);
+	if (!bpf_map_lookup_elem(&cgroups, &key.cgroup_id))
+		return 0;
+	key.inode = exe_inode(task);
+	if (key.inode)
+		bpf_map_update_elem(&runtime_exes, &key, &one, BPF_ANY);
+	return 0;
+}
+
+static long forget_runtime_exe(void *map, struct hg_runtime_exe *key, __u8 *value, __u64 *cgroup_id)
+{
+	if (key->cgroup_id == *cgroup_id)
+		bpf_map_delete_elem(map, key);
+	return 0;
+}
+
 SEC("tp_btf/cgroup_rmdir")
 int BPF_PROG(hg_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 {
@@ -63,7 +90,7 @@ int BPF_PROG(hg_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 	if (!on_unified_hierarchy(cgrp))
 		return 0;
 	id = BPF_CORE_READ(cgrp, kn, id);
-	bpf_map_delete_elem(&cgroups, &id);
-	bpf_map_delete_elem(&armed, &id);
+	if (bpf_map_delete_elem(&cgroups, &id) == 0)
+		bpf_for_each_map_elem(&runtime_exes, forget_runtime_exe, &id, 0);
 	return 0;
 }

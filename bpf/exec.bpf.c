@@ -35,15 +35,12 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct file *file;
 	__u64 cgroup_id;
 	__u32 len, policy_id;
-	__u8 one = 1, action;
+	__u8 action;
 
 	tag = tagged_cgroup(&cgroup_id);
 	if (!tag)
 		return 0;
 	policy_id = tag->policy_id;
-	/* The first exec in a container is its entrypoint: from here on the container's own code runs. */
-	if (!bpf_map_lookup_elem(&armed, &cgroup_id))
-		bpf_map_update_elem(&armed, &cgroup_id, &one, BPF_ANY);
 
 	s = scratch_space();
 	if (!s)

@@ -60,8 +60,8 @@ static __always_inline int check_open(long fd, __u64 flags)
 	tag = tagged_cgroup(&cgroup_id);
 	if (!tag || fd < 0)
 		return 0;
-	if (!bpf_map_lookup_elem(&armed, &cgroup_id))
-		return 0;                       /* the runtime is still setting the container up */
+	if (is_runtime(cgroup_id))
+		return 0;                       /* runc init, not yet the container's own code */
 	policy_id = tag->policy_id;
 	file = fd_file(task, fd);
 	if (!file || (BPF_CORE_READ(file, f_flags) & HG_O_PATH))

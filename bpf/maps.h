@@ -6,7 +6,8 @@
  *
  * Writers: the agent's enforcement module alone writes policies, rules and pending names. The kernel
  * writes `cgroups` only to copy an entry (a new cgroup under a tagged parent, or a pending container
- * starting) and to drop it when the cgroup goes away; it writes `stats` and the ring buffer.
+ * starting) and to drop it when the cgroup goes away; it writes `runtime_exes`, `stats` and the ring
+ * buffer.
  */
 #ifndef HOSTGUARD_MAPS_H
 #define HOSTGUARD_MAPS_H
@@ -31,12 +32,23 @@ struct {
 	__type(value, struct hg_cgroup);
 } pending SEC(".maps");
 
+/*
+ * The container runtime's own processes inside a tagged cgroup (runc init setting a container up, or
+ * joining it for `docker exec`), known by their executable: the runtime moves them in without an
+ * exec, so their executable is one no container process can have (a container process that execs it
+ * is checked against the exec rules like any other). Their forks share it; their next exec leaves it.
+ */
+struct hg_runtime_exe {
+	__u64 cgroup_id;
+	__u64 inode;            /* struct inode * of the executable, as an identity */
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);                 /* cgroup id whose first exec has happened */
+	__type(key, struct hg_runtime_exe);
 	__type(value, __u8);
-} armed SEC(".maps");
+} runtime_exes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
