@@ -30,3 +30,27 @@ def root() -> None:
     """Loading BPF programs needs root."""
     if os.geteuid() != 0:
         skip_or_fail("needs root to load BPF programs")
+
+
+@pytest.fixture(scope="session")
+def docker() -> None:
+    """A reachable dockerd (dev.sh test starts one)."""
+    from .images import docker_problem
+
+    problem = docker_problem()
+    if problem:
+        skip_or_fail(problem)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker: None) -> str:
+    from .images import ensure_busybox_image
+
+    return ensure_busybox_image()
+
+
+@pytest.fixture(scope="session")
+def tracefs() -> None:
+    """The agent mounts nothing itself; dev.sh mounts tracefs for the syscall tracepoints."""
+    if not Path("/sys/kernel/tracing/events/syscalls").is_dir():
+        skip_or_fail("tracefs is not mounted at /sys/kernel/tracing (dev.sh mounts it)")

@@ -59,6 +59,8 @@ def ensure_busybox_image() -> str:
     rootfs.add_bytes("srv/secret.txt", b"secret\n")
     rootfs.add_dir("usr/local/bin")
     rootfs.add_dir("usr/bin")
+    # a second, independent program: exec policies that allow /bin/busybox do not allow it
+    rootfs.add_file(_HOST_BUSYBOX, "opt/forbidden/busybox")
     return _ensure(rootfs, BUSYBOX_IMAGE, cmd=["/bin/sh"])
 
 
