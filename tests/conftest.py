@@ -14,6 +14,9 @@ import pytest
 
 from .support import OBJECT_DIR, REPO, skip_or_fail
 
+STRIPE_FUNCTION = REPO / "examples" / "stripe-function"
+STRIPE_FUNCTION_IMAGE = "hostguard-test/stripe-function:1"
+
 
 @pytest.fixture(scope="session")
 def object_dir() -> Path:
@@ -47,6 +50,22 @@ def busybox_image(docker: None) -> str:
     from .images import ensure_busybox_image
 
     return ensure_busybox_image()
+
+
+@pytest.fixture(scope="session")
+def stripe_function_dir() -> Path:
+    """The seed example with its production dependencies (dev.sh test runs `npm ci` too)."""
+    if not (STRIPE_FUNCTION / "node_modules").is_dir():
+        subprocess.run(["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"], cwd=STRIPE_FUNCTION,
+                       check=True, capture_output=True, timeout=300)
+    return STRIPE_FUNCTION
+
+
+@pytest.fixture(scope="session")
+def stripe_function_image(docker: None, stripe_function_dir: Path) -> str:
+    from .images import ensure_node_image
+
+    return ensure_node_image(stripe_function_dir, STRIPE_FUNCTION_IMAGE)
 
 
 @pytest.fixture(scope="session")

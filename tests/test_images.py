@@ -7,7 +7,6 @@ fails, their failures mean nothing.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.error
 import urllib.parse
@@ -16,42 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.images import BUSYBOX_IMAGE, docker_problem, ensure_busybox_image, ensure_node_image
+from tests.images import BUSYBOX_IMAGE, ensure_busybox_image
 from tests.servers import FakeStripeAPI, Recorder
-
-STRIPE_FUNCTION = Path(__file__).resolve().parent.parent / "examples" / "stripe-function"
-STRIPE_FUNCTION_IMAGE = "hostguard-test/stripe-function:1"
-
-
-@pytest.fixture(scope="session")
-def docker() -> None:
-    """dockerd must answer: missing docker fails in CI and skips elsewhere."""
-    problem = docker_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {problem}")
-    pytest.skip(f"{problem} (start it with: dockerd >/tmp/dockerd.log 2>&1 &)")
-
-
-@pytest.fixture(scope="session")
-def stripe_function_dir() -> Path:
-    """The example with its production dependencies (stripe from the npm cache or registry, pretty-currency local)."""
-    if not (STRIPE_FUNCTION / "node_modules").is_dir():
-        subprocess.run(["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"], cwd=STRIPE_FUNCTION,
-                       check=True, capture_output=True, timeout=300)
-    return STRIPE_FUNCTION
-
-
-@pytest.fixture(scope="session")
-def busybox_image(docker: None) -> str:
-    return ensure_busybox_image()
-
-
-@pytest.fixture(scope="session")
-def stripe_function_image(docker: None, stripe_function_dir: Path) -> str:
-    return ensure_node_image(stripe_function_dir, STRIPE_FUNCTION_IMAGE)
-
 
 def docker_run(image: str, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a throwaway container on the host network (so it reaches our 127.0.0.1 servers)."""
