@@ -52,6 +52,8 @@ network:
     write_policy(directory, "e2e-audit", "mode: audit\n" + body)
     write_policy(directory, "e2e-netkill", body.replace("network:\n", "network:\n  on_violation: kill\n"))
     write_policy(directory, "e2e-edit", "exec:\n  allow: [/bin/busybox]\nfiles:\n  allow: [/var/task/]\n")
+    write_policy(directory, "e2e-host", body.replace("cidr: 127.0.0.1/32", "host: localhost"))
+    write_policy(directory, "e2e-node", body.replace("/bin/busybox", "/usr/local/bin/node"))
     return directory
 
 
@@ -73,7 +75,7 @@ class TestReady:
     def test_ready_event_reports_hooks_policies_and_startup(self, agent: AgentProcess) -> None:
         """agent_ready says how many policies are loaded, which hooks enforce, and how long start-up took."""
         ready = next(line for line in agent.lines() if line["event"] == "agent_ready")
-        assert 4 == ready["policies"]
+        assert 6 == ready["policies"]
         assert ["tp_btf/sched_process_exec"] == ready["hooks"]["exec"]
         assert "tracepoint/syscalls/sys_exit_openat" in ready["hooks"]["file"]
         assert {"cgroup/connect4", "cgroup/connect6", "cgroup/sendmsg4", "cgroup/sendmsg6"} == set(
@@ -185,6 +187,31 @@ class TestNetwork:
         assert KILLED == result.returncode
         [violation] = agent.violations(name)
         assert ("connect", "killed") == (violation["kind"], violation["action"])
+
+
+    def test_host_rule_allows_the_addresses_the_name_resolves_to(self, agent: AgentProcess, busybox_image: str,
+                                                                 allowed: Listener, other: Listener) -> None:
+        """{host: localhost} allows what localhost resolves to (here from /etc/hosts), on its ports only."""
+        resolved = agent.wait_for(lambda l: l["event"] == "hosts_resolved" and "localhost" in l["hosts"])
+        assert "127.0.0.1" in resolved["hosts"]["localhost"]
+        before = allowed.accepted
+        name, result = run(busybox_image, "e2e-host", "sh", "-c",
+                           f"nc 127.0.0.1 {allowed.port} </dev/null && nc 127.0.0.1 {other.port} </dev/null",
+                           network_host=True)
+        assert (1, before + 1) == (result.returncode, allowed.accepted)
+        [violation] = agent.violations(name)
+        assert other.port == violation["port"]
+
+    def test_unconnected_udp_send_is_egress_too(self, agent: AgentProcess, stripe_function_image: str,
+                                                allowed: Listener) -> None:
+        """sendto() on an unconnected UDP socket is checked like connect(): EPERM to a forbidden port."""
+        script = ("const s = require('dgram').createSocket('udp4');"
+                  f"s.send('x', {allowed.port + 1}, '127.0.0.1', (e) => {{ console.log(e ? e.code : 'sent'); s.close(); }});")
+        name, result = run(stripe_function_image, "e2e-node", "/usr/local/bin/node", "-e", script,
+                           network_host=True)
+        assert (0, "EPERM\n") == (result.returncode, result.stdout)
+        [violation] = agent.violations(name)
+        assert ("connect", "udp", allowed.port + 1) == (violation["kind"], violation["protocol"], violation["port"])
 
 
 class TestAuditMode:
