@@ -22,6 +22,7 @@ install_packages() {
             nodejs) command -v node >/dev/null && continue ;;
             npm) command -v npm >/dev/null && continue ;;
             docker.io) command -v dockerd >/dev/null && continue ;;
+            bpftool) command -v bpftool >/dev/null && continue ;;  # Ubuntu: linux-tools
         esac
         dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
     done
