@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         policies=Path(args.policies),
         object_dir=Path(args.bpf_dir) if args.bpf_dir else loader.default_object_dir(),
         docker_socket=args.docker_socket,
-        ringbuf_bytes=args.ringbuf_mb << 20,
+        ringbuf_bytes=args.ringbuf_kb << 10,
     )
     try:
         return run_agent(options, logger, sink.reopen)
@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-file", metavar="FILE", help="also append the JSON log here (reopened on SIGHUP)")
     run.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH")
     run.add_argument("--bpf-dir", metavar="DIR", help="where the built *.bpf.o are (default: build/bpf)")
-    run.add_argument("--ringbuf-mb", type=int, default=8, metavar="N",
-                     help="ring buffer size in MiB, a power of two (default 8)")
+    run.add_argument("--ringbuf-kb", type=int, default=8192, metavar="N",
+                     help="event ring buffer size in KiB: a power of two, at least the page size "
+                          "(default 8192); a full buffer loses log lines (counted), never enforcement")
     run.add_argument("--debug", action="store_true", help="log libbpf's debug output too")
     run.set_defaults(func=_run)
 

@@ -220,6 +220,7 @@ class Agent:
                    stats.lookup_percpu(_STAT_EVENTS_LOST.to_bytes(4, "little")) or [])
         if lost > self._lost_reported:
             self.log.warning("events_lost", lost=lost - self._lost_reported, lost_total=lost,
+                             violations_total=self.violations_total(),
                              note="violations were enforced; only their log lines were lost")
             self._lost_reported = lost
         if self.ring.callback_errors:
