@@ -7,7 +7,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import libbpf, loader, log
 from .policy import PolicyErrors, load_policy_paths
 
 __all__ = ["main"]
@@ -27,6 +26,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _route_libbpf_log(logger: object, debug: bool) -> None:
     """libbpf's warnings reach the operator; its info and debug chatter only with --debug."""
+    from . import libbpf
 
     def forward(level: int, message: str) -> None:
         if level == 0:
@@ -38,7 +38,9 @@ def _route_libbpf_log(logger: object, debug: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runner import AgentOptions, run_agent  # needs root and a kernel: only for `run`
+    # libbpf, the loader and the runner need libbpf.so.1 and a kernel: `validate` must not
+    from . import loader, log
+    from .runner import AgentOptions, run_agent
 
     sink = log.LogSink(args.log_file)
     log.configure(sink, debug=args.debug)

@@ -79,7 +79,7 @@ class RuleSet:
 def path_key(policy_id: int, path: str) -> bytes:
     """The LPM key of a path rule: "dir/" rules are prefixes, anything else an exact path."""
     raw = path.encode()
-    if not path.endswith("/"):
+    if not path.endswith(("/", "\0")):
         raw += b"\0"
     if len(raw) > PATH_KEY_LEN:
         raise CompileError(f"path longer than {PATH_KEY_LEN - 2} bytes: {path!r}")
@@ -94,10 +94,14 @@ def _ancestor_prefixes(path: str) -> Iterable[str]:
 
 
 def _file_rule_paths(rules: Iterable[FileRule]) -> dict[str, Access]:
-    """Rule path -> access, exact files also as their directory form, access unioned per path."""
+    """Rule path -> access, exact files also as their directory form, access unioned per path.
+
+    The directory form of an exact rule "/x" is the exact name "/x/" (NUL included): the directory
+    itself, never what is inside it.
+    """
     paths: dict[str, Access] = {}
     for rule in rules:
-        forms = [rule.path] if rule.path.endswith("/") else [rule.path, rule.path + "/"]
+        forms = [rule.path] if rule.path.endswith("/") else [rule.path, rule.path + "/\0"]
         for form in forms:
             paths[form] = paths.get(form, Access(0)) | rule.access
     return paths
@@ -171,11 +175,9 @@ def _compile_networks(policy_id: int, networks: dict[Network, list[PortRange]]) 
 
 def compile_policy(policy: Policy, policy_id: int, hosts: HostAddresses | None = None) -> RuleSet:
     """The map entries that put policy into force under policy_id."""
-    exec_paths = list(policy.exec_allow)
-    file_rules = list(policy.file_allow) + [FileRule(path, Access.READ) for path in exec_paths]
-    if policy.baseline:
-        exec_paths += baseline.EXEC
-        file_rules += baseline.FILES
+    exec_paths = list(policy.exec_allow) + (list(baseline.EXEC) if policy.baseline else [])
+    file_rules = list(policy.file_allow) + (list(baseline.FILES) if policy.baseline else [])
+    file_rules += [FileRule(path, Access.READ) for path in exec_paths]   # what may run may be read
     rule_allowed = RULE_VALUE.pack(1)
     exec_entries = {path_key(policy_id, path): rule_allowed for path in exec_paths}
     file_entries = {

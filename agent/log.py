@@ -31,11 +31,15 @@ class LogSink:
         self.reopen()
 
     def reopen(self) -> None:
-        """Open the log file again by name (after rotation); keeps the old one on failure."""
+        """Open the log file again by name (after rotation); OSError leaves the old one in use."""
         if self._path is None:
             return
         new = open(self._path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open
-        os.chmod(self._path, 0o640)
+        try:
+            os.chmod(self._path, 0o640)
+        except OSError:
+            new.close()
+            raise
         with self._lock:
             old, self._file = self._file, new
         if old is not None:

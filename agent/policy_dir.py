@@ -38,6 +38,11 @@ class PolicyDirectory:
     def load(self) -> Reload:
         """Load the directory now; bad files keep the policy they defined last time it was good."""
         self._fingerprint = self._scan_fingerprint()
+        if not os.path.isdir(self.path):
+            # a directory swapped out mid-deploy must not take every policy down with it
+            error = PolicyError(str(self.path), 0, "", "policy directory is missing or unreadable; "
+                                "the policies in force stay")
+            return Reload(dict(self._in_force), [error], sorted(self._in_force))
         good, errors = scan_policy_dir(self.path)
         bad_files = {error.file for error in errors}
         kept = []
@@ -53,5 +58,12 @@ class PolicyDirectory:
             entries = sorted(os.scandir(self.path), key=lambda entry: entry.name)
         except OSError as error:
             return ("error", error.errno)
-        return tuple((entry.name, entry.stat().st_mtime_ns, entry.stat().st_size) for entry in entries
-                     if entry.is_file())
+        fingerprint = []
+        for entry in entries:
+            try:
+                if entry.is_file():
+                    info = entry.stat()
+                    fingerprint.append((entry.name, info.st_mtime_ns, info.st_size))
+            except FileNotFoundError:
+                continue                # an editor's probe or swap file, gone already
+        return tuple(fingerprint)

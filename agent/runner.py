@@ -242,8 +242,11 @@ class Agent:
             self.ring.poll(100)
             if self._hup:
                 self._hup = False
-                self._sink_reopen()
-                self.log.info("sighup", note="log file reopened, policies reloaded")
+                try:
+                    self._sink_reopen()
+                    self.log.info("sighup", note="log file reopened, policies reloaded")
+                except OSError as error:
+                    self.log.error("log_reopen_failed", error=str(error), note="still writing the old file")
                 self._reload_policies()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0

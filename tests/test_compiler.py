@@ -634,3 +634,24 @@ class TestFromYaml:
         first, second, other = compile_policy(policy, PID), compile_policy(policy, PID), compile_policy(policy, 9)
         assert (first, file_table(first)) == (second, file_table(other, 9))
 
+
+
+class TestExactRuleDirectoryForm:
+    def test_exact_rule_does_not_grant_the_paths_under_it(self) -> None:
+        """An exact rule "/data" allows the directory itself ("/data/"), not the files inside it."""
+        rule_set = compile_policy(make_policy(file_allow=[FileRule("/data", R)]), PID)
+        assert (R, None) == (kernel_lookup(rule_set.file_rules, "/data/"),
+                             kernel_lookup(rule_set.file_rules, "/data/secret"))
+
+    def test_exact_rule_does_not_widen_rules_under_it(self) -> None:
+        """A read-write exact rule "/data" does not make the read rule "/data/config" writable."""
+        rule_set = compile_policy(make_policy(file_allow=[FileRule("/data", RW), FileRule("/data/config", R)]), PID)
+        assert R == kernel_lookup(rule_set.file_rules, "/data/config")
+
+
+class TestBaselineExecReadable:
+    def test_baseline_programs_are_readable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every program the policy may exec may be read, baseline programs included."""
+        monkeypatch.setattr(baseline, "EXEC", ("/bin/busybox",))
+        rule_set = compile_policy(make_policy(baseline_on=True), PID)
+        assert R == kernel_lookup(rule_set.file_rules, "/bin/busybox")
