@@ -182,6 +182,15 @@ class Enforcer:
                     t.policy_name == tagged.policy_name for t in self._containers.values()):
                 self._uninstall(tagged.policy_name)
 
+    def watch_runtime_parent(self, directory: Path) -> None:
+        """New cgroups under directory that the agent has not announced are held by the kernel."""
+        self.maps["runtime_parents"].update(cgroups.cgroup_id(directory).to_bytes(8, "little"), b"\x01")
+
+    def release_cgroup(self, cgroup_id: int) -> None:
+        """A held cgroup turned out to be an untagged container: leave it alone from now on."""
+        with self._lock:
+            self.maps["cgroups"].delete(cgroup_id.to_bytes(8, "little"))
+
     @property
     def containers(self) -> dict[str, Tagged]:
         with self._lock:

@@ -26,7 +26,7 @@ EVENT_PATH_LEN = 256
 EVENT_ARGV_LEN = 256
 PENDING_NAME_LEN = 80
 OP_EXEC, OP_FILE, OP_CONNECT, OP_CGROUP = 1, 2, 3, 4
-ACTIONS = {1: "killed", 2: "denied", 3: "audited"}
+ACTIONS = {1: "killed", 2: "denied", 3: "audited", 4: "held"}
 ACCESS_READ, ACCESS_WRITE = 1, 2
 PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp",
              socket.IPPROTO_ICMPV6: "icmpv6"}

@@ -21,6 +21,7 @@ from .containers import ContainerWatcher
 from .dns import HostWatcher, Resolver
 from .docker_api import DockerClient, DockerError
 from .enforcement import Enforcer, Tagged
+from .holds import HOLD, HeldContainers
 from .policy import Mode
 from .policy_dir import PolicyDirectory
 
@@ -89,6 +90,7 @@ class Agent:
         self._decode_errors = 0
         self.sensor: loader.Sensor | None = None
         self.watcher: ContainerWatcher | None = None
+        self.holds: HeldContainers | None = None
         self.hosts: HostWatcher | None = None
 
     # --- start ----------------------------------------------------------------------------------
@@ -107,7 +109,9 @@ class Agent:
             self.log.warning("hook_unavailable", hook=section, reason="tracepoint absent on this kernel")
 
         self.enforcer = Enforcer(self.sensor.maps, unified, runtime_parent, self._report)
+        self.enforcer.watch_runtime_parent(parent_dir)
         self.index = _ContainerIndex(self.enforcer)
+        self.holds = HeldContainers(self.enforcer, client, self.log, self._log_violation)
         self.ring = libbpf.RingBuffer(self.sensor.maps["events"], self._on_record)
 
         self.policy_dir = PolicyDirectory(self.options.policies)
@@ -172,6 +176,11 @@ class Agent:
             return
         if isinstance(event, events.CgroupTagged):
             self.index.tagged(event)
+            if event.policy_id == HOLD:
+                self.holds.cgroup_held(event)
+            return
+        if isinstance(event, events.ExecEvent) and event.action == "held":
+            self.holds.exec_held(event)
             return
         self._log_violation(event)
 
@@ -251,6 +260,7 @@ class Agent:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
                 self._check_counters()
+                self.holds.retry()
                 if self.policy_dir.changed():
                     self._reload_policies()
         self.ring.poll(0)
@@ -263,6 +273,8 @@ class Agent:
         self._stop = True
 
     def close(self) -> None:
+        if self.holds is not None:
+            self.holds.release_all()
         if self.watcher is not None:
             self.watcher.stop()
         if self.hosts is not None:

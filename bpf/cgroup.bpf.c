@@ -4,7 +4,9 @@
  * kernel creates it, before the runtime can move a process into it.
  *  - a cgroup created inside a tagged cgroup inherits its policy;
  *  - a cgroup whose leaf name the agent announced (map `pending`, filled from Docker's "create"
- *    event, which comes before "start") gets the announced policy.
+ *    event, which comes before "start") gets the announced policy;
+ *  - any other new cgroup of the container runtime (`runtime_parents`) is held: its first exec is
+ *    stopped until the agent has looked the container up (see exec.bpf.c).
  * Processes the runtime moves into a tagged cgroup (runc init) are recorded by executable in
  * `runtime_exes`, so that their set-up work is not taken for the container's.
  * Entries are dropped when the cgroup is removed. Only the unified (cgroup2) hierarchy counts: it is
@@ -22,6 +24,7 @@ static __always_inline int on_unified_hierarchy(struct cgroup *cgrp)
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
+	struct hg_cgroup hold = { .policy_id = HG_POLICY_HOLD };
 	struct hg_pending_key name = {};
 	struct hg_cgroup_event *e;
 	struct hg_cgroup *tag;
@@ -38,6 +41,8 @@ int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 		tag = bpf_map_lookup_elem(&pending, &name);
 		inherited = 0;
 	}
+	if (!tag && bpf_map_lookup_elem(&runtime_parents, &parent_id))
+		tag = &hold;                    /* a container the agent has not heard of yet */
 	if (!tag)
 		return 0;
 	bpf_map_update_elem(&cgroups, &id, tag, BPF_ANY);

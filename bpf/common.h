@@ -30,6 +30,7 @@ union hg_btf_anchor {        /* by value: pointers alone would leave forward dec
 } hg_btf_anchor;
 
 #define HG_SIGKILL 9
+#define HG_SIGSTOP 19
 #define HG_WALK_MAX_DEPTH 64
 #define HG_NAME_MASK 255                 /* NAME_MAX */
 #define HG_HALF_MASK (HG_SCRATCH_HALF - 1)

@@ -4,6 +4,10 @@
  * it runs a single instruction; a forbidden program gets SIGKILL there, which is delivered on the way
  * back to user space. The program is named from bprm->file (a kernel object), not from the
  * user-supplied filename.
+ *
+ * A held cgroup (see cgroup.bpf.c) gets SIGSTOP instead of a verdict, and an event with the action
+ * HG_ACTION_HELD; the agent resumes or kills the program once it knows the container's policy. A held
+ * exec whose event is lost stays stopped until the agent resolves the cgroup, and is then resumed.
  */
 #include "common.h"
 
@@ -47,10 +51,19 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		return 0;
 	file = BPF_CORE_READ(bprm, file);
 	len = resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, 0);
-	if (len && lookup_path_rule(&exec_rules, &s->key, policy_id, s->path, len))
+	if (policy_id == HG_POLICY_HOLD) {
+		/*
+		 * The agent has not resolved this container yet. Stop the program before its first
+		 * instruction; the agent judges this exec against the container's policy (the same
+		 * exec_rules map) and continues or kills it.
+		 */
+		bpf_send_signal(HG_SIGSTOP);
+		action = HG_ACTION_HELD;
+	} else if (len && lookup_path_rule(&exec_rules, &s->key, policy_id, s->path, len)) {
 		return 0;
-
-	action = answer_violation(policy_id, 1);
+	} else {
+		action = answer_violation(policy_id, 1);
+	}
 	e = reserve_event(sizeof(*e));
 	if (!e)
 		return 0;

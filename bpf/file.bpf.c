@@ -60,9 +60,9 @@ static __always_inline int check_open(long fd, __u64 flags)
 	tag = tagged_cgroup(&cgroup_id);
 	if (!tag || fd < 0)
 		return 0;
-	if (is_runtime(cgroup_id))
-		return 0;                       /* runc init, not yet the container's own code */
 	policy_id = tag->policy_id;
+	if (policy_id == HG_POLICY_HOLD || is_runtime(cgroup_id))
+		return 0;                       /* runc init, not yet the container's own code */
 	file = fd_file(task, fd);
 	if (!file || (BPF_CORE_READ(file, f_flags) & HG_O_PATH))
 		return 0;                       /* O_PATH reads and writes nothing */

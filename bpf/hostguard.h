@@ -14,6 +14,7 @@
 #define HG_EVENT_ARGV_LEN 256    /* argv bytes carried in an exec event (NUL-separated) */
 #define HG_MAX_PORT_RANGES 16    /* port ranges allowed per destination */
 #define HG_PENDING_NAME_LEN 80   /* cgroup leaf name of a container announced before it starts */
+#define HG_POLICY_HOLD 0xffffffff /* policy id of a runtime cgroup the agent has not resolved yet */
 
 /* What a policy says to do (value of map `policies`). */
 enum hg_mode {
@@ -44,6 +45,7 @@ enum hg_action {
 	HG_ACTION_KILLED = 1,
 	HG_ACTION_DENIED = 2,
 	HG_ACTION_AUDITED = 3,
+	HG_ACTION_HELD = 4,      /* stopped (SIGSTOP) until the agent knows the container's policy */
 };
 
 /* Indexes of the per-CPU counter array `stats`. */

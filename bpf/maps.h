@@ -50,6 +50,19 @@ struct {
 	__type(value, __u8);
 } runtime_exes SEC(".maps");
 
+/*
+ * Cgroups under which the container runtime creates one cgroup per container (Docker: /docker).
+ * A new cgroup there that is neither pending nor inside a tagged cgroup is held (HG_POLICY_HOLD)
+ * until the agent has asked the runtime for its labels: the race where a container starts before
+ * the agent heard of it ends with the container stopped, not unchecked.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);                 /* cgroup id */
+	__type(value, __u8);
+} runtime_parents SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);

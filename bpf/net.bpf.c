@@ -64,7 +64,7 @@ static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u32 addr_be)
 	__u16 port;
 
 	tag = tagged_cgroup(&cgroup_id);
-	if (!tag)
+	if (!tag || tag->policy_id == HG_POLICY_HOLD)   /* held: nothing of the container runs yet */
 		return HG_ALLOW;
 	port = bpf_ntohs(ctx->user_port);
 	key.prefixlen = 64;
@@ -94,7 +94,7 @@ static __always_inline int check_v6(struct bpf_sock_addr *ctx)
 		return check_v4(ctx, words[3]);
 
 	tag = tagged_cgroup(&cgroup_id);
-	if (!tag)
+	if (!tag || tag->policy_id == HG_POLICY_HOLD)
 		return HG_ALLOW;
 	port = bpf_ntohs(ctx->user_port);
 	key.prefixlen = 32 + 128;
