@@ -152,9 +152,12 @@ class Enforcer:
     # --- containers -----------------------------------------------------------------------------
     def container_added(self, container_id: str, name: str, policy_name: str | None) -> None:
         """Put a container under policy_name before it starts (None: untagged, left alone)."""
-        if policy_name is None:
-            return
         with self._lock:
+            previous = self._containers.get(container_id)
+            if policy_name is None:
+                if previous is not None:
+                    self.container_removed(container_id)
+                return
             tagged = Tagged(container_id, name, policy_name)
             self._containers[container_id] = tagged
             if policy_name not in self._slots or not self._slots[policy_name].known:
@@ -169,6 +172,8 @@ class Enforcer:
             for leaf in self._leaf_names(container_id):
                 self.maps["pending"].update(compiler.PENDING_KEY.pack(leaf.encode()), value)
             self._tag_existing_cgroups(container_id, value)
+            if previous is not None and previous.policy_name != policy_name:
+                self._release_if_unused(previous.policy_name)
 
     def container_removed(self, container_id: str) -> None:
         """Forget a container; the kernel drops its cgroup entries when the cgroup goes away."""
@@ -178,9 +183,13 @@ class Enforcer:
                 return
             for leaf in self._leaf_names(container_id):
                 self.maps["pending"].delete(compiler.PENDING_KEY.pack(leaf.encode()))
-            if tagged.policy_name not in self._policies and not any(
-                    t.policy_name == tagged.policy_name for t in self._containers.values()):
-                self._uninstall(tagged.policy_name)
+            self._release_if_unused(tagged.policy_name)
+
+    def _release_if_unused(self, policy_name: str) -> None:
+        """Drop a fail-closed stand-in that no container uses any more."""
+        if policy_name in self._slots and policy_name not in self._policies and not any(
+                t.policy_name == policy_name for t in self._containers.values()):
+            self._uninstall(policy_name)
 
     def watch_runtime_parent(self, directory: Path) -> None:
         """New cgroups under directory that the agent has not announced are held by the kernel."""
