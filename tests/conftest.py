@@ -73,3 +73,22 @@ def tracefs() -> None:
     """The agent mounts nothing itself; dev.sh mounts tracefs for the syscall tracepoints."""
     if not Path("/sys/kernel/tracing/events/syscalls").is_dir():
         skip_or_fail("tracefs is not mounted at /sys/kernel/tracing (dev.sh mounts it)")
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest):  # noqa: ANN201 - returns a name factory
+    """Unique container names that are force-removed when the test ends."""
+    import secrets
+
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"hg-test-{secrets.token_hex(4)}")
+        return names[-1]
+
+    def cleanup() -> None:
+        if names:
+            subprocess.run(["docker", "rm", "-f", *names], capture_output=True, timeout=30)
+
+    request.addfinalizer(cleanup)
+    return make

@@ -2,7 +2,7 @@
 
 No image registry is reachable from CI or dev machines, so images are built by
 copying host files into a rootfs and piping it to ``docker import``. A build is
-skipped when the tag already carries a ``hostguard.content`` label equal to the
+skipped when the image comment of the tag already records the
 hash of everything that would go into it, so only the first run pays for it.
 
 The rootfs is described declaratively first (``_Rootfs``), hashed, and only
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BUSYBOX_IMAGE = "hostguard-test/busybox:1"
-CONTENT_LABEL = "hostguard.content"
+CONTENT_PREFIX = "hostguard-content:"   # in the image comment: labels would leak into containers
 
 # Bump to rebuild every image when the layout logic changes but the inputs do not.
 _BUILDER_VERSION = "1"
@@ -240,8 +240,8 @@ def _ensure(rootfs: _Rootfs, tag: str, cmd: list[str], workdir: str | None = Non
     with tempfile.TemporaryDirectory(prefix="hostguard-rootfs-") as tmp:
         root = Path(tmp)
         rootfs.write(root)
-        args = ["docker", "import"]
-        for change in changes + [f"LABEL {CONTENT_LABEL}={content}"]:
+        args = ["docker", "import", "--message", f"{CONTENT_PREFIX}{content}"]
+        for change in changes:
             args += ["--change", change]
         # --numeric-owner/--owner/--group: everything in the image belongs to root
         tar = subprocess.Popen(
@@ -263,13 +263,10 @@ def _ensure(rootfs: _Rootfs, tag: str, cmd: list[str], workdir: str | None = Non
 
 
 def _inspect(tag: str) -> tuple[str | None, str | None]:
-    """(image id, content label) of ``tag``; (None, None) if the tag does not exist."""
-    result = subprocess.run(
-        ["docker", "image", "inspect", "--format",
-         f'{{{{.Id}}}} {{{{index .Config.Labels "{CONTENT_LABEL}"}}}}', tag],
-        capture_output=True, text=True,
-    )
+    """(image id, content hash) of ``tag``; (None, None) if the tag does not exist."""
+    result = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}} {{.Comment}}", tag],
+                            capture_output=True, text=True)
     if result.returncode != 0:
         return None, None
-    image_id, _, content = result.stdout.strip().partition(" ")
-    return image_id, content or None
+    image_id, _, comment = result.stdout.strip().partition(" ")
+    return image_id, comment.removeprefix(CONTENT_PREFIX) if comment.startswith(CONTENT_PREFIX) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,12 @@ def skip_or_fail(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and this test cannot run: {reason}")
     pytest.skip(reason)
+
+
+DOCKER_WAIT = 15.0  # seconds; bound for anything that waits on dockerd
+
+
+def docker(*args: str) -> str:
+    """Run the docker CLI and return its stripped stdout (CalledProcessError on failure)."""
+    done = subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=DOCKER_WAIT)
+    return done.stdout.strip()

@@ -11,16 +11,16 @@ these tests created.
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.images import BUSYBOX_IMAGE
+from tests.support import docker
 
 from agent.containers import LABEL, ContainerWatcher
 from agent.docker_api import DockerClient
@@ -29,49 +29,14 @@ __all__: list[str] = []
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "hg-busybox:test"
+IMAGE = BUSYBOX_IMAGE
 DOCKER_SOCKET = "/var/run/docker.sock"
 WAIT = 15.0  # seconds; bound for anything that waits on dockerd
 
 
 @pytest.fixture(scope="module", autouse=True)
-def dockerd() -> None:
-    """Fail under CI and skip elsewhere when there is no dockerd or test image to test against."""
-    reason = None
-    if not DockerClient(DOCKER_SOCKET).ping():
-        reason = f"dockerd is not reachable at {DOCKER_SOCKET}"
-    else:
-        try:
-            subprocess.run(["docker", "image", "inspect", IMAGE], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError):
-            reason = f"the docker CLI or the offline test image {IMAGE} is missing"
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def docker(*args: str) -> str:
-    """Run the docker CLI and return its stripped stdout."""
-    done = subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=WAIT)
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def name(request: pytest.FixtureRequest) -> Callable[[], str]:
-    """Unique container names that are force-removed when the test ends."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"hg-test-{secrets.token_hex(4)}")
-        return names[-1]
-
-    def cleanup() -> None:
-        if names:
-            subprocess.run(["docker", "rm", "-f", *names], capture_output=True, timeout=WAIT)
-
-    request.addfinalizer(cleanup)
-    return make
+def _image(busybox_image: str) -> None:
+    """dockerd and the offline test image (conftest fails under CI, skips elsewhere)."""
 
 
 class RecordingSink:

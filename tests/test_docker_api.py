@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import queue
-import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from tests.images import BUSYBOX_IMAGE
+from tests.support import docker
 
 from agent.docker_api import ContainerEvent, DockerClient, DockerError, EventStream
 
@@ -26,48 +27,13 @@ __all__: list[str] = []
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "hg-busybox:test"
+IMAGE = BUSYBOX_IMAGE
 WAIT = 15.0  # seconds; bound for anything that waits on dockerd
 
 
 @pytest.fixture(scope="module", autouse=True)
-def dockerd() -> None:
-    """Fail under CI and skip elsewhere when there is no dockerd or test image to test against."""
-    reason = None
-    if not DockerClient().ping():
-        reason = "dockerd is not reachable at /var/run/docker.sock"
-    else:
-        try:
-            subprocess.run(["docker", "image", "inspect", IMAGE], check=True, capture_output=True)
-        except (OSError, subprocess.CalledProcessError):
-            reason = f"the docker CLI or the offline test image {IMAGE} is missing"
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def docker(*args: str) -> str:
-    """Run the docker CLI and return its stripped stdout."""
-    done = subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=WAIT)
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def name(request: pytest.FixtureRequest) -> Callable[[], str]:
-    """Unique container names that are force-removed when the test ends."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"hg-test-{secrets.token_hex(4)}")
-        return names[-1]
-
-    def cleanup() -> None:
-        if names:
-            subprocess.run(["docker", "rm", "-f", *names], capture_output=True, timeout=WAIT)
-
-    request.addfinalizer(cleanup)
-    return make
+def _image(busybox_image: str) -> None:
+    """dockerd and the offline test image (conftest fails under CI, skips elsewhere)."""
 
 
 @pytest.fixture
