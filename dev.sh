@@ -15,7 +15,7 @@ install_packages() {
     # Debian's packages only: the BPF toolchain and libbpf, Python's venv, dockerd, and what the
     # tests build their offline images from (busybox-static, node).
     pkgs="clang llvm libbpf1 libbpf-dev bpftool make python3 python3-venv docker.io"
-    [ "${1:-}" = test ] && pkgs="$pkgs busybox-static nodejs npm iproute2"
+    [ "${1:-}" = test ] && pkgs="$pkgs busybox-static nodejs npm"
     missing=""
     for pkg in $pkgs; do
         case $pkg in  # a command already on PATH (e.g. a newer node) is good enough
