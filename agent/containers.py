@@ -18,9 +18,21 @@ from typing import Protocol
 
 from agent.docker_api import ContainerEvent, DockerClient, DockerError, EventStream
 
-__all__ = ["LABEL", "ContainerSink", "ContainerWatcher"]
+__all__ = ["LABEL", "ContainerSink", "ContainerWatcher", "cgroup_leaf_names", "container_id_from_leaf"]
 
 LABEL = "hostguard.policy"
+
+
+def cgroup_leaf_names(container_id: str) -> tuple[str, str]:
+    """Docker's cgroup leaf for a container: "<id>" (cgroupfs driver), "docker-<id>.scope" (systemd)."""
+    return container_id, f"docker-{container_id}.scope"
+
+
+def container_id_from_leaf(name: str) -> str:
+    """The inverse of cgroup_leaf_names."""
+    if name.startswith("docker-") and name.endswith(".scope"):
+        return name[len("docker-"):-len(".scope")]
+    return name
 
 _JOIN_TIMEOUT = 5.0
 

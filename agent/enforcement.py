@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import cgroups, compiler
 from .compiler import RuleSet
+from .containers import cgroup_leaf_names
 from .libbpf import BpfMap
 from .policy import Policy
 
@@ -169,7 +170,7 @@ class Enforcer:
                                 message="no policy file defines this name: the container gets only "
                                         "the baseline, enforced (fail closed)")
             value = compiler.CGROUP.pack(self._slots[policy_name].policy_id, 0)
-            for leaf in self._leaf_names(container_id):
+            for leaf in cgroup_leaf_names(container_id):
                 self.maps["pending"].update(compiler.PENDING_KEY.pack(leaf.encode()), value)
             self._tag_existing_cgroups(container_id, value)
             if previous is not None and previous.policy_name != policy_name:
@@ -181,7 +182,7 @@ class Enforcer:
             tagged = self._containers.pop(container_id, None)
             if tagged is None:
                 return
-            for leaf in self._leaf_names(container_id):
+            for leaf in cgroup_leaf_names(container_id):
                 self.maps["pending"].delete(compiler.PENDING_KEY.pack(leaf.encode()))
             self._release_if_unused(tagged.policy_name)
 
@@ -218,14 +219,9 @@ class Enforcer:
                             continue
         return None
 
-    @staticmethod
-    def _leaf_names(container_id: str) -> tuple[str, str]:
-        """Docker's cgroup leaf: "<id>" with the cgroupfs driver, "docker-<id>.scope" with systemd."""
-        return container_id, f"docker-{container_id}.scope"
-
     def _cgroup_dirs(self, container_id: str) -> list[Path]:
         parent = self.cgroup_root / self.runtime_parent.lstrip("/")
-        return [parent / leaf for leaf in self._leaf_names(container_id)]
+        return [parent / leaf for leaf in cgroup_leaf_names(container_id)]
 
     def _tag_existing_cgroups(self, container_id: str, value: bytes) -> None:
         """A container that already runs (adopted at start, or its create event came late)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import compiler, events
-from .containers import LABEL
+from .containers import LABEL, container_id_from_leaf
 from .docker_api import DockerClient, DockerError
 from .enforcement import Enforcer
 
@@ -28,13 +28,6 @@ HOLD = 0xFFFFFFFF
 """HG_POLICY_HOLD in bpf/hostguard.h."""
 
 _MODE_AUDIT = 1
-
-
-def container_id_from_leaf(name: str) -> str:
-    """Docker's cgroup leaf name -> container id ("<id>" or "docker-<id>.scope")."""
-    if name.startswith("docker-") and name.endswith(".scope"):
-        return name[len("docker-"):-len(".scope")]
-    return name
 
 
 @dataclass

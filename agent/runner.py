@@ -8,6 +8,7 @@ taken in the kernel, so a slow log only delays lines, and a full ring buffer onl
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cgroups, compiler, events, libbpf, loader
-from .containers import ContainerWatcher
+from .containers import ContainerWatcher, container_id_from_leaf
 from .dns import HostWatcher, Resolver
 from .docker_api import DockerClient, DockerError
 from .enforcement import Enforcer, Tagged
@@ -29,6 +30,21 @@ __all__ = ["AgentOptions", "run_agent"]
 
 _STAT_EVENTS_LOST, _STAT_VIOLATIONS = 0, 1
 _CGROUP_CACHE_SIZE = 65536
+LOCK_FILE = Path("/run/hostguard.lock")
+
+
+def _take_host_lock() -> int:
+    """One agent per host: two would each fail-close the other's containers."""
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise OSError(f"another hostguard agent is running (pid {holder or '?'}, lock {LOCK_FILE})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +73,10 @@ class _ContainerIndex:
         self._by_cgroup: OrderedDict[int, str] = OrderedDict()
 
     def tagged(self, event: events.CgroupTagged) -> None:
-        container_id = self._by_cgroup.get(event.parent_id) if event.inherited else event.name
-        if event.name.startswith("docker-") and event.name.endswith(".scope"):
-            container_id = event.name[len("docker-"):-len(".scope")]
+        if event.inherited:
+            container_id = self._by_cgroup.get(event.parent_id)
+        else:
+            container_id = container_id_from_leaf(event.name)
         if container_id:
             self._by_cgroup[event.cgroup_id] = container_id
             while len(self._by_cgroup) > _CGROUP_CACHE_SIZE:
@@ -95,6 +112,7 @@ class Agent:
 
     # --- start ----------------------------------------------------------------------------------
     def start(self) -> None:
+        self._lock_fd = _take_host_lock()
         features = loader.probe_features(self.options.object_dir)
         unified = cgroups.find_unified_mount()
         client = DockerClient(self.options.docker_socket)

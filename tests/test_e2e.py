@@ -7,6 +7,8 @@ the kernel did (exit 137 for a kill, EPERM for a denied connect) and on the agen
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from .agent_process import AgentProcess, docker_run, unique_name, write_policy
 from .listeners import Listener
+from .support import REPO
 
 pytestmark = [pytest.mark.kernel, pytest.mark.docker]
 
@@ -82,6 +85,14 @@ class TestReady:
             ready["hooks"]["network"])
         assert ready["startup_ms"] > 0
         assert ready["lsm"] == "ok" or ready["lsm"].startswith("refused")
+
+
+    def test_second_agent_refuses_to_start(self, agent: AgentProcess, policies: Path) -> None:
+        """One agent per host: a second one exits at once and says why (two would fail-close each other)."""
+        result = subprocess.run([sys.executable, "-m", "agent", "run", "--policies", str(policies)],
+                                capture_output=True, text=True, timeout=30, cwd=REPO)
+        assert 1 == result.returncode
+        assert f"another hostguard agent is running (pid {agent.process.pid}" in result.stdout
 
 
 class TestAllowed:
