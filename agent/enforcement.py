@@ -28,6 +28,7 @@ from .policy import Policy
 __all__ = ["Enforcer", "Tagged"]
 
 RULE_MAPS = ("exec_rules", "file_rules", "net4_rules", "net6_rules")
+_RUNTIME_PARENT_OWNED, _RUNTIME_PARENT_SHARED = 1, 2   # enum hg_runtime_parent
 
 Reporter = Callable[..., None]
 """Called as report(event, **keys) for things an operator must hear about (e.g. unknown policy)."""
@@ -192,9 +193,12 @@ class Enforcer:
                 t.policy_name == policy_name for t in self._containers.values()):
             self._uninstall(policy_name)
 
-    def watch_runtime_parent(self, directory: Path) -> None:
-        """New cgroups under directory that the agent has not announced are held by the kernel."""
-        self.maps["runtime_parents"].update(cgroups.cgroup_id(directory).to_bytes(8, "little"), b"\x01")
+    def watch_runtime_parent(self, directory: Path, shared: bool) -> None:
+        """New container cgroups under directory that the agent has not announced are held by the
+        kernel. shared: the parent also holds host services (systemd's system.slice), so only
+        "docker-*" children are containers."""
+        kind = _RUNTIME_PARENT_SHARED if shared else _RUNTIME_PARENT_OWNED
+        self.maps["runtime_parents"].update(cgroups.cgroup_id(directory).to_bytes(8, "little"), bytes([kind]))
 
     def release_cgroup(self, cgroup_id: int) -> None:
         """A held cgroup turned out to be an untagged container: leave it alone from now on."""

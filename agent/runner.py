@@ -127,7 +127,7 @@ class Agent:
             self.log.warning("hook_unavailable", hook=section, reason="tracepoint absent on this kernel")
 
         self.enforcer = Enforcer(self.sensor.maps, unified, runtime_parent, self._report)
-        self.enforcer.watch_runtime_parent(parent_dir)
+        self.enforcer.watch_runtime_parent(parent_dir, shared=runtime_parent == "/system.slice")
         self.index = _ContainerIndex(self.enforcer)
         self.holds = HeldContainers(self.enforcer, client, self.log, self._log_violation)
         self.ring = libbpf.RingBuffer(self.sensor.maps["events"], self._on_record)

@@ -21,6 +21,23 @@ static __always_inline int on_unified_hierarchy(struct cgroup *cgrp)
 	return BPF_CORE_READ(cgrp, root, hierarchy_id) == 0;
 }
 
+/*
+ * Whether a new cgroup is a container of the runtime: any child of a parent the runtime owns
+ * (cgroupfs driver: /docker), or a "docker-*" child of a parent it shares (systemd driver:
+ * system.slice, where host services must never be held).
+ */
+static __always_inline int is_runtime_child(__u64 parent_id, struct hg_pending_key *name)
+{
+	__u8 *kind = bpf_map_lookup_elem(&runtime_parents, &parent_id);
+
+	if (!kind)
+		return 0;
+	if (*kind == HG_RUNTIME_PARENT_OWNED)
+		return 1;
+	return name->name[0] == 'd' && name->name[1] == 'o' && name->name[2] == 'c' && name->name[3] == 'k' &&
+	       name->name[4] == 'e' && name->name[5] == 'r' && name->name[6] == '-';
+}
+
 SEC("tp_btf/cgroup_mkdir")
 int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 {
@@ -41,7 +58,7 @@ int BPF_PROG(hg_cgroup_mkdir, struct cgroup *cgrp, const char *path)
 		tag = bpf_map_lookup_elem(&pending, &name);
 		inherited = 0;
 	}
-	if (!tag && bpf_map_lookup_elem(&runtime_parents, &parent_id))
+	if (!tag && is_runtime_child(parent_id, &name))
 		tag = &hold;                    /* a container the agent has not heard of yet */
 	if (!tag)
 		return 0;

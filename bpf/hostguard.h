@@ -33,6 +33,12 @@ enum hg_access {
 	HG_ACCESS_WRITE = 2,
 };
 
+/* Values of map `runtime_parents`. */
+enum hg_runtime_parent {
+	HG_RUNTIME_PARENT_OWNED = 1,    /* every child is a container (Docker's cgroupfs driver: /docker) */
+	HG_RUNTIME_PARENT_SHARED = 2,   /* only "docker-*" children are (systemd driver: system.slice) */
+};
+
 /* First byte of every event: user space dispatches on it. */
 enum hg_opcode {
 	HG_OP_EXEC = 1,

@@ -60,7 +60,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
 	__type(key, __u64);                 /* cgroup id */
-	__type(value, __u8);
+	__type(value, __u8);                /* enum hg_runtime_parent */
 } runtime_parents SEC(".maps");
 
 struct {

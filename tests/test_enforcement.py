@@ -17,6 +17,7 @@ import pytest
 
 from agent import cgroups, compiler, loader
 from agent.enforcement import Enforcer, Tagged
+from agent.holds import HOLD
 from agent.policy import Access, EgressRule, FileRule, Mode, NetAction, Policy, PortRange
 
 pytestmark = pytest.mark.kernel
@@ -434,3 +435,38 @@ class TestKernelTagging:
         sub.mkdir(parents=True)
         assert (Tagged(cid, "fn", "web"), None) == (enforcer.container_for_cgroup(cgroups.cgroup_id(sub)),
                                                      enforcer.container_for_cgroup(cgroups.cgroup_id(parent_dir)))
+
+
+class TestKernelHold:
+    @pytest.fixture
+    def enforcer_watching(self, enforcer: Enforcer, sensor: loader.Sensor,
+                          parent_dir: Path) -> Iterator[Enforcer]:
+        yield enforcer
+        sensor.maps["runtime_parents"].delete(_cgroup_key(parent_dir))
+
+    def test_unannounced_child_of_an_owned_parent_is_held(self, enforcer_watching: Enforcer,
+                                                          sensor: loader.Sensor, parent_dir: Path) -> None:
+        """Under a runtime-owned parent (/docker) every new cgroup the agent did not announce is held."""
+        enforcer_watching.watch_runtime_parent(parent_dir, shared=False)
+        child = parent_dir / _container_id()
+        child.mkdir()
+        assert _tag(HOLD) == sensor.maps["cgroups"].lookup(_cgroup_key(child))
+
+    def test_shared_parent_holds_only_docker_scopes(self, enforcer_watching: Enforcer,
+                                                    sensor: loader.Sensor, parent_dir: Path) -> None:
+        """Under a shared parent (system.slice) host services are never held, docker-*.scope cgroups are."""
+        enforcer_watching.watch_runtime_parent(parent_dir, shared=True)
+        service, scope = parent_dir / "cron.service", parent_dir / f"docker-{_container_id()}.scope"
+        service.mkdir()
+        scope.mkdir()
+        assert (None, _tag(HOLD)) == (sensor.maps["cgroups"].lookup(_cgroup_key(service)),
+                                      sensor.maps["cgroups"].lookup(_cgroup_key(scope)))
+
+    def test_release_cgroup_untags_a_held_cgroup(self, enforcer_watching: Enforcer, sensor: loader.Sensor,
+                                                 parent_dir: Path) -> None:
+        """An untagged container caught by the hold is released from the map."""
+        enforcer_watching.watch_runtime_parent(parent_dir, shared=False)
+        child = parent_dir / _container_id()
+        child.mkdir()
+        enforcer_watching.release_cgroup(cgroups.cgroup_id(child))
+        assert None is sensor.maps["cgroups"].lookup(_cgroup_key(child))
