@@ -123,6 +123,7 @@ class Agent:
         self.sensor = loader.Sensor(self.options.object_dir, ringbuf_bytes=self.options.ringbuf_bytes)
         self.sensor.load()
         self.sensor.attach_cgroup(parent_dir)
+        self._network_parent_id = cgroups.cgroup_id(parent_dir)
         for section in self.sensor.skipped:
             self.log.warning("hook_unavailable", hook=section, reason="tracepoint absent on this kernel")
 
@@ -196,6 +197,12 @@ class Agent:
             self.index.tagged(event)
             if event.policy_id == HOLD:
                 self.holds.cgroup_held(event)
+            elif not event.inherited and event.parent_id != self._network_parent_id:
+                self.log.warning("egress_unenforced", container_id=container_id_from_leaf(event.name),
+                                 cgroup_id=event.cgroup_id,
+                                 reason="the container's cgroup is outside the runtime's parent, where "
+                                        "the egress programs are attached (docker run --cgroup-parent?): "
+                                        "exec and file rules apply, egress rules do not")
             return
         if isinstance(event, events.ExecEvent) and event.action == "held":
             self.holds.exec_held(event)

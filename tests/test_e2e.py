@@ -290,3 +290,21 @@ class TestUnknownPolicy:
         assert ("error", name) == (error["level"], error["container_name"])
         [violation] = agent.violations(name)
         assert ("exec", policy) == (violation["kind"], violation["policy"])
+
+
+class TestCustomCgroupParent:
+    def test_container_outside_the_runtime_parent_is_warned_about(self, agent: AgentProcess,
+                                                                  busybox_image: str) -> None:
+        """--cgroup-parent elsewhere: file rules still apply, and the missing egress enforcement is logged."""
+        name = unique_name("parent")
+        try:
+            result = subprocess.run(["docker", "run", "--rm", "--name", name, "--cgroup-parent",
+                                     "/hostguard-elsewhere", "--label", "hostguard.policy=e2e", busybox_image,
+                                     "cat", "/srv/secret.txt"], capture_output=True, text=True, timeout=60)
+        finally:
+            for leftover in Path("/sys/fs/cgroup").glob("*/hostguard-elsewhere"):
+                leftover.rmdir()
+        assert KILLED == result.returncode
+        warning = agent.wait_for(lambda l: l["event"] == "egress_unenforced")
+        [violation] = agent.violations(name)
+        assert warning["container_id"] == violation["container_id"]
