@@ -44,10 +44,32 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 	return file;
 }
 
-/* flags: the open flags the caller passed (O_CREAT and O_TRUNC are gone from file->f_flags). */
-static __always_inline int check_open(long fd, __u64 flags)
+/* Where each syscall keeps its open flags; read only for tagged callers. */
+enum flags_source {
+	FLAGS_ARG1 = 1,          /* open(path, flags, mode) */
+	FLAGS_ARG2 = 2,          /* openat(dirfd, path, flags, mode), open_by_handle_at */
+	FLAGS_CREAT,             /* creat(): O_CREAT | O_WRONLY | O_TRUNC */
+	FLAGS_OPEN_HOW,          /* openat2(dirfd, path, struct open_how *how, size) */
+};
+
+/* The open flags the caller passed (O_CREAT and O_TRUNC are gone from file->f_flags by now). */
+static __always_inline __u64 open_flags(enum flags_source source)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 flags = 0;
+
+	switch (source) {
+	case FLAGS_CREAT:
+		return HG_O_CREAT | HG_O_TRUNC;
+	case FLAGS_OPEN_HOW:
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(2));   /* open_how.flags */
+		return flags;
+	default:
+		return syscall_arg(source);
+	}
+}
+
+static __always_inline int check_open(long fd, enum flags_source source)
+{
 	struct hg_file_event *e;
 	struct hg_scratch *s;
 	struct hg_cgroup *tag;
@@ -63,14 +85,14 @@ static __always_inline int check_open(long fd, __u64 flags)
 	policy_id = tag->policy_id;
 	if (policy_id == HG_POLICY_HOLD || is_runtime(cgroup_id))
 		return 0;                       /* runc init, not yet the container's own code */
-	file = fd_file(task, fd);
+	file = fd_file((struct task_struct *)bpf_get_current_task(), fd);
 	if (!file || (BPF_CORE_READ(file, f_flags) & HG_O_PATH))
 		return 0;                       /* O_PATH reads and writes nothing */
 
 	mode = BPF_CORE_READ(file, f_mode);
 	if (mode & HG_FMODE_READ)
 		need |= HG_ACCESS_READ;
-	if ((mode & HG_FMODE_WRITE) || (flags & (HG_O_CREAT | HG_O_TRUNC)))
+	if ((mode & HG_FMODE_WRITE) || (open_flags(source) & (HG_O_CREAT | HG_O_TRUNC)))
 		need |= HG_ACCESS_WRITE;
 	is_dir = (BPF_CORE_READ(file, f_inode, i_mode) & HG_S_IFMT) == HG_S_IFDIR;
 
@@ -102,32 +124,29 @@ static __always_inline int check_open(long fd, __u64 flags)
 SEC("tracepoint/syscalls/sys_exit_openat")
 int hg_exit_openat(struct trace_event_raw_sys_exit *ctx)
 {
-	return check_open(ctx->ret, syscall_arg(2));
+	return check_open(ctx->ret, FLAGS_ARG2);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int hg_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
-	return check_open(ctx->ret, syscall_arg(1));
+	return check_open(ctx->ret, FLAGS_ARG1);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
 int hg_exit_creat(struct trace_event_raw_sys_exit *ctx)
 {
-	return check_open(ctx->ret, HG_O_CREAT | HG_O_TRUNC);
+	return check_open(ctx->ret, FLAGS_CREAT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int hg_exit_openat2(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 flags = 0;
-
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(2));   /* struct open_how.flags */
-	return check_open(ctx->ret, flags);
+	return check_open(ctx->ret, FLAGS_OPEN_HOW);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int hg_exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
-	return check_open(ctx->ret, syscall_arg(2));
+	return check_open(ctx->ret, FLAGS_ARG2);
 }

@@ -148,6 +148,15 @@ class TestFiles:
         [violation] = agent.violations(name)
         assert ("file", "/var/task/new", "write") == (violation["kind"], violation["path"], violation["access"])
 
+    def test_read_only_open_with_o_trunc_counts_as_a_write(self, agent: AgentProcess,
+                                                           stripe_function_image: str) -> None:
+        """O_RDONLY|O_TRUNC empties a file, so it needs write access (the flag is read from the syscall)."""
+        script = "const fs = require('fs'); fs.openSync('/var/task/package.json', fs.constants.O_RDONLY | fs.constants.O_TRUNC)"
+        name, result = run(stripe_function_image, "e2e-node", "/usr/local/bin/node", "-e", script)
+        assert KILLED == result.returncode
+        [violation] = agent.violations(name)
+        assert ("/var/task/package.json", "read-write") == (violation["path"], violation["access"])
+
     def test_relative_paths_and_dotdot_are_resolved(self, agent: AgentProcess, busybox_image: str) -> None:
         """The kernel's own name for the file decides: ../ cannot climb out of an allowed directory."""
         name, result = run(busybox_image, "e2e", "sh", "-c", "cd /var/task && cat ../../srv/secret.txt")
