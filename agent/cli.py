@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         policies=Path(args.policies),
         object_dir=Path(args.bpf_dir) if args.bpf_dir else loader.default_object_dir(),
         docker_socket=args.docker_socket,
+        resolv_conf=args.resolv_conf,
         ringbuf_bytes=args.ringbuf_kb << 10,
     )
     try:
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policies", required=True, metavar="DIR", help="directory of policy files")
     run.add_argument("--log-file", metavar="FILE", help="also append the JSON log here (reopened on SIGHUP)")
     run.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH")
+    run.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="FILE",
+                     help="nameservers for policy host names (default /etc/resolv.conf; /etc/hosts first)")
     run.add_argument("--bpf-dir", metavar="DIR", help="where the built *.bpf.o are (default: build/bpf)")
     run.add_argument("--ringbuf-kb", type=int, default=8192, metavar="N",
                      help="event ring buffer size in KiB: a power of two, at least the page size "

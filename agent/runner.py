@@ -52,6 +52,7 @@ class AgentOptions:
     policies: Path
     object_dir: Path
     docker_socket: str = "/var/run/docker.sock"
+    resolv_conf: str = "/etc/resolv.conf"
     ringbuf_bytes: int = 8 << 20
 
 
@@ -134,7 +135,7 @@ class Agent:
         self.ring = libbpf.RingBuffer(self.sensor.maps["events"], self._on_record)
 
         self.policy_dir = PolicyDirectory(self.options.policies)
-        self.hosts = HostWatcher(Resolver(), self._on_hosts, self._on_dns_error)
+        self.hosts = HostWatcher(Resolver(resolv_conf=self.options.resolv_conf), self._on_hosts, self._on_dns_error)
         self._reload_policies(initial=True)
         self.hosts.start()
 

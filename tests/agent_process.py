@@ -30,9 +30,12 @@ class AgentProcess:
     def start(self, timeout: float = 30.0) -> LogLine:
         """Start the agent; returns its agent_ready line."""
         self.stdout = open(self.log_file.with_suffix(".stdout"), "wb")  # noqa: SIM115 - closed in stop()
+        # Tests send nothing beyond loopback: policy host names resolve from /etc/hosts or not at all.
+        resolv_conf = self.log_file.with_suffix(".resolv.conf")
+        resolv_conf.write_text("nameserver 127.0.0.1\n")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--policies", str(self.policies),
-             "--log-file", str(self.log_file), *self.extra_args],
+             "--log-file", str(self.log_file), "--resolv-conf", str(resolv_conf), *self.extra_args],
             cwd=REPO, stdout=self.stdout, stderr=subprocess.STDOUT,
         )
         return self.wait_for(lambda line: line["event"] == "agent_ready", timeout=timeout)
