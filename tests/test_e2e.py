@@ -6,6 +6,7 @@ the kernel did (exit 137 for a kill, EPERM for a denied connect) and on the agen
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -306,13 +307,17 @@ class TestCustomCgroupParent:
                                                                   busybox_image: str) -> None:
         """--cgroup-parent elsewhere: file rules still apply, and the missing egress enforcement is logged."""
         name = unique_name("parent")
+        systemd = "systemd" == subprocess.run(["docker", "info", "-f", "{{.CgroupDriver}}"],
+                                              capture_output=True, text=True).stdout.strip()
+        parent = "hostguard-elsewhere.slice" if systemd else "/hostguard-elsewhere"
         try:
-            result = subprocess.run(["docker", "run", "--rm", "--name", name, "--cgroup-parent",
-                                     "/hostguard-elsewhere", "--label", "hostguard.policy=e2e", busybox_image,
+            result = subprocess.run(["docker", "run", "--rm", "--name", name, "--cgroup-parent", parent,
+                                     "--label", "hostguard.policy=e2e", busybox_image,
                                      "cat", "/srv/secret.txt"], capture_output=True, text=True, timeout=60)
         finally:
-            for leftover in Path("/sys/fs/cgroup").glob("*/hostguard-elsewhere"):
-                leftover.rmdir()
+            for leftover in Path("/sys/fs/cgroup").glob("**/hostguard-elsewhere*"):
+                with contextlib.suppress(OSError):   # systemd removes its slices itself
+                    leftover.rmdir()
         assert KILLED == result.returncode
         warning = agent.wait_for(lambda l: l["event"] == "egress_unenforced")
         [violation] = agent.violations(name)
