@@ -29,7 +29,7 @@ OP_EXEC, OP_FILE, OP_CONNECT, OP_CGROUP = 1, 2, 3, 4
 ACTIONS = {1: "killed", 2: "denied", 3: "audited", 4: "held"}
 ACCESS_READ, ACCESS_WRITE = 1, 2
 PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp",
-             socket.IPPROTO_ICMPV6: "icmpv6"}
+             socket.IPPROTO_ICMPV6: "icmpv6", socket.IPPROTO_RAW: "raw"}
 
 
 class HgEventHeader(ctypes.Structure):
@@ -76,7 +76,8 @@ class HgConnectEvent(ctypes.Structure):
         ("family", ctypes.c_uint16),
         ("port", ctypes.c_uint16),
         ("protocol", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("at_socket", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
         ("addr", ctypes.c_uint8 * 16),
     ]
 
@@ -207,8 +208,13 @@ def _decode_file(data: bytes) -> FileEvent:
 def _decode_connect(data: bytes) -> ConnectEvent:
     event = HgConnectEvent.from_buffer_copy(data)
     raw = bytes(event.addr)
-    address = ipaddress.IPv4Address(raw[:4]) if event.family == socket.AF_INET else ipaddress.IPv6Address(raw)
-    return ConnectEvent(**_common(event.hdr, "connect"), address=str(address), port=event.port,
+    if event.at_socket:
+        address = ""                    # refused at socket(): a raw or ICMP socket, no destination yet
+    elif event.family == socket.AF_INET:
+        address = str(ipaddress.IPv4Address(raw[:4]))
+    else:
+        address = str(ipaddress.IPv6Address(raw))
+    return ConnectEvent(**_common(event.hdr, "connect"), address=address, port=event.port,
                         protocol=PROTOCOLS.get(event.protocol, str(event.protocol)))
 
 

@@ -147,8 +147,9 @@ struct hg_connect_event {
 	struct hg_event_header hdr;
 	__u16 family;        /* AF_INET or AF_INET6 (a v4-mapped v6 address is reported as AF_INET) */
 	__u16 port;          /* host byte order */
-	__u8 protocol;       /* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 pad[3];
+	__u8 protocol;       /* IPPROTO_TCP / IPPROTO_UDP / ICMP / a raw socket's protocol */
+	__u8 at_socket;      /* 1: a raw or ICMP socket refused at socket(), no destination yet */
+	__u8 pad[2];
 	__u8 addr[16];       /* network byte order; first 4 bytes for AF_INET */
 };
 

@@ -82,8 +82,8 @@ class TestReady:
         assert 6 == ready["policies"]
         assert ["tp_btf/sched_process_exec"] == ready["hooks"]["exec"]
         assert "tracepoint/syscalls/sys_exit_openat" in ready["hooks"]["file"]
-        assert {"cgroup/connect4", "cgroup/connect6", "cgroup/sendmsg4", "cgroup/sendmsg6"} == set(
-            ready["hooks"]["network"])
+        assert {"cgroup/connect4", "cgroup/connect6", "cgroup/sendmsg4", "cgroup/sendmsg6",
+                "cgroup/sock_create"} == set(ready["hooks"]["network"])
         assert ready["startup_ms"] > 0
         assert ready["lsm"] == "ok" or ready["lsm"].startswith("refused")
 
@@ -233,6 +233,17 @@ class TestNetwork:
         assert (0, "EPERM\n") == (result.returncode, result.stdout)
         [violation] = agent.violations(name)
         assert ("connect", "udp", allowed.port + 1) == (violation["kind"], violation["protocol"], violation["port"])
+
+
+    def test_raw_and_icmp_sockets_are_refused(self, agent: AgentProcess, busybox_image: str) -> None:
+        """ping needs a raw or ICMP socket, whose packets no connect hook sees: socket() fails with EPERM."""
+        name, result = run(busybox_image, "e2e", "ping", "-c", "1", "-W", "1", "127.0.0.1", network_host=True)
+        assert 1 == result.returncode
+        assert "permission denied" in result.stderr    # busybox's words for EPERM from socket()
+        [violation, *_] = agent.violations(name)
+        assert ("connect", "denied", "", 0) == (violation["kind"], violation["action"], violation["address"],
+                                               violation["port"])
+        assert violation["protocol"] in {"icmp", "raw"}
 
 
 class TestAuditMode:

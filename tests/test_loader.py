@@ -229,18 +229,19 @@ class TestSharedMaps:
 
 class TestAttachCgroup:
     def test_adds_the_network_hooks(self, sensor: loader.Sensor, cgroup_dir: Path) -> None:
-        """attach_cgroup adds the four sock_addr programs to hooks["network"]."""
+        """attach_cgroup adds the sock_addr and sock_create programs to hooks["network"]."""
         sensor.attach_cgroup(cgroup_dir)
         assert NETWORK_SECTIONS == sensor.hooks["network"]
 
     def test_programs_are_attached_to_the_cgroup(self, sensor: loader.Sensor, cgroup_dir: Path) -> None:
-        """The kernel lists hostguard's four programs on the cgroup, multi-attached."""
+        """The kernel lists hostguard's five programs on the cgroup, multi-attached."""
         sensor.attach_cgroup(cgroup_dir)
         attached = sorted((p["name"], p["attach_type"], p["attach_flags"])
                           for p in _bpftool("cgroup", "show", str(cgroup_dir)))
         assert [("hg_connect4", "cgroup_inet4_connect", "multi"), ("hg_connect6", "cgroup_inet6_connect", "multi"),
                 ("hg_sendmsg4", "cgroup_udp4_sendmsg", "multi"),
-                ("hg_sendmsg6", "cgroup_udp6_sendmsg", "multi")] == attached
+                ("hg_sendmsg6", "cgroup_udp6_sendmsg", "multi"),
+                ("hg_sock_create", "cgroup_inet_sock_create", "multi")] == attached
 
     def test_attaching_twice_does_not_repeat_hooks(self, sensor: loader.Sensor, cgroup_dir: Path) -> None:
         """A second cgroup adds links, not duplicate hook names."""
