@@ -2,6 +2,7 @@
 # hostguard on a fresh Debian (or Ubuntu) host, as root:
 #   ./dev.sh run     install what is missing, build the BPF objects, run the agent with policies/
 #   ./dev.sh test    the same set-up, then dockerd and the whole test suite (extra args go to pytest)
+#   ./dev.sh bench   the same set-up, then the benchmarks (bench/README.md; extra args go to python -m bench)
 set -eu
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -12,10 +13,11 @@ say() { printf '==> %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "dev.sh: run as root (the agent loads BPF programs)" >&2; exit 1; }
 
 install_packages() {
-    # Debian's packages only: the BPF toolchain and libbpf, Python's venv, dockerd, and what the
-    # tests build their offline images from (busybox-static, node).
+    # Debian's packages only: the BPF toolchain and libbpf, Python's venv, dockerd, and for tests and
+    # benchmarks what they build from or compare with.
     pkgs="clang llvm libbpf1 libbpf-dev bpftool make python3 python3-venv docker.io"
-    [ "${1:-}" = test ] && pkgs="$pkgs busybox-static nodejs npm"
+    # tests and benchmarks: offline images, the static loop binary, the peer tracers
+    [ "${1:-}" != run ] && pkgs="$pkgs busybox-static nodejs npm gcc libc6-dev bpftrace bpfcc-tools"
     missing=""
     for pkg in $pkgs; do
         case $pkg in  # a command already on PATH (e.g. a newer node) is good enough
@@ -83,8 +85,13 @@ test)
     fi
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+bench)
+    shift
+    install_packages bench; setup_python; mount_filesystems; build; start_dockerd
+    exec "$VENV/bin/python" -m bench "$@"
+    ;;
 *)
-    echo "usage: $0 run [agent options] | test [pytest options]" >&2
+    echo "usage: $0 run [agent options] | test [pytest options] | bench [--quick]" >&2
     exit 2
     ;;
 esac

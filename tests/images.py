@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BUSYBOX_IMAGE = "hostguard-test/busybox:1"
+BENCH_IMAGE = "hostguard-test/bench:1"
 CONTENT_PREFIX = "hostguard-content:"   # in the image comment: labels would leak into containers
 
 # Bump to rebuild every image when the layout logic changes but the inputs do not.
@@ -62,6 +63,15 @@ def ensure_busybox_image() -> str:
     # a second, independent program: exec policies that allow /bin/busybox do not allow it
     rootfs.add_file(_HOST_BUSYBOX, "opt/forbidden/busybox")
     return _ensure(rootfs, BUSYBOX_IMAGE, cmd=["/bin/sh"])
+
+
+def ensure_bench_image(loops: Path) -> str:
+    """Build (or reuse) BENCH_IMAGE: busybox plus the benchmark's static ``loops`` binary."""
+    rootfs = _Rootfs()
+    _add_base(rootfs, applets=["sh"])
+    rootfs.add_file(loops, "opt/bench/loops")
+    rootfs.add_bytes("var/task/hello.txt", b"hello\n")
+    return _ensure(rootfs, BENCH_IMAGE, cmd=["/opt/bench/loops", "noop"])
 
 
 def ensure_node_image(app_dir: Path, tag: str) -> str:
