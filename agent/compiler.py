@@ -156,13 +156,14 @@ def _egress_networks(policy: Policy, hosts: HostAddresses) -> dict[Network, list
 
 
 def _compile_networks(policy_id: int, networks: dict[Network, list[PortRange]]) -> tuple[dict, dict]:
+    """Each network's ports include those of every wider network containing it (looked up by
+    prefix length, so a policy of many CIDRs compiles in linear time)."""
     net4: dict[bytes, bytes] = {}
     net6: dict[bytes, bytes] = {}
     for network, ports in networks.items():
         union = list(ports)
-        for other, other_ports in networks.items():
-            if other is not network and other.version == network.version and network.subnet_of(other):
-                union += other_ports
+        for prefixlen in range(network.prefixlen - 1, -1, -1):
+            union += networks.get(network.supernet(new_prefix=prefixlen), [])
         value = _pack_ports(_merge_ranges(union), str(network))
         if network.version == 4:
             key = NET4_KEY.pack(32 + network.prefixlen, policy_id, network.network_address.packed)

@@ -26,6 +26,7 @@ __all__ = [
     "BpfProgram",
     "RingBuffer",
     "expected_failures",
+    "run_time_stats",
     "set_log_callback",
 ]
 
@@ -108,8 +109,10 @@ _ring_buffer_poll = _declare("ring_buffer__poll", ctypes.c_int, [_c_p, ctypes.c_
 _ring_buffer_free = _declare("ring_buffer__free", None, [_c_p])
 _ring_buffer_epoll_fd = _declare("ring_buffer__epoll_fd", ctypes.c_int, [_c_p])
 
-# --- <bpf/libbpf.h>: utilities -------------------------------------------------------------------
+# --- <bpf/libbpf.h>, <bpf/bpf.h>: utilities ------------------------------------------------------
 _num_possible_cpus = _declare("libbpf_num_possible_cpus", ctypes.c_int, [], _errcheck_int)
+_enable_stats = _declare("bpf_enable_stats", ctypes.c_int, [ctypes.c_int], _errcheck_int)
+BPF_STATS_RUN_TIME = 0
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -328,6 +331,17 @@ class BpfObject:
         if not ptr:
             raise KeyError(f"{self.path}: no map {name!r}")
         return BpfMap(ptr)
+
+
+@contextlib.contextmanager
+def run_time_stats() -> Iterator[None]:
+    """Count run_cnt/run_time_ns of every BPF program on the host while the block runs (and only then:
+    the counting itself costs every program some time)."""
+    fd = _enable_stats(BPF_STATS_RUN_TIME)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 SampleCallback = Callable[[bytes], None]
