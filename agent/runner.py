@@ -21,7 +21,7 @@ from . import cgroups, compiler, events, libbpf, loader
 from .containers import ContainerWatcher, container_id_from_leaf
 from .dns import HostWatcher, Resolver
 from .docker_api import DockerClient, DockerError
-from .enforcement import Enforcer, Tagged
+from .enforcement import Enforcer
 from .holds import HOLD, HeldContainers
 from .policy import Mode
 from .policy_dir import PolicyDirectory
@@ -66,12 +66,20 @@ def process_uptime_ms() -> float:
 
 
 class _ContainerIndex:
-    """cgroup id -> container, learned from the kernel's tagging events (the cgroup may be gone by
-    the time a violation from it is logged), with a filesystem look-up as the fallback."""
+    """cgroup id -> container id -> name, learned from the kernel's tagging events and discovery, and
+    kept after the container is gone: its last violations are often read after `docker run --rm` has
+    removed it. A filesystem look-up is the fallback."""
 
     def __init__(self, enforcer: Enforcer) -> None:
         self._enforcer = enforcer
         self._by_cgroup: OrderedDict[int, str] = OrderedDict()
+        self._names: OrderedDict[str, str] = OrderedDict()
+
+    def named(self, container_id: str, name: str) -> None:
+        self._names[container_id] = name
+        self._names.move_to_end(container_id)
+        while len(self._names) > _CGROUP_CACHE_SIZE:
+            self._names.popitem(last=False)
 
     def tagged(self, event: events.CgroupTagged) -> None:
         if event.inherited:
@@ -90,9 +98,9 @@ class _ContainerIndex:
             if found is None:
                 return "", ""
             self._by_cgroup[cgroup_id] = found.container_id
+            self.named(found.container_id, found.name)
             return found.container_id, found.name
-        tagged: Tagged | None = self._enforcer.containers.get(container_id)
-        return container_id, tagged.name if tagged else ""
+        return container_id, self._names.get(container_id, "")
 
 
 class Agent:
@@ -161,6 +169,7 @@ class Agent:
     def container_added(self, container_id: str, name: str, policy_name: str | None) -> None:
         self.enforcer.container_added(container_id, name, policy_name)
         if policy_name is not None:
+            self.index.named(container_id, name)
             self.log.info("container_tagged", container_id=container_id, container_name=name,
                           policy=policy_name)
 

@@ -83,6 +83,7 @@ SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(hg_cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task,
 	     bool threadgroup)
 {
+	struct hg_runtime_task runtime = {};
 	struct hg_runtime_exe key = {};
 	__u8 one = 1;
 
@@ -94,10 +95,20 @@ int BPF_PROG(hg_cgroup_attach_task, struct cgroup *dst, const char *path, struct
 	key.inode = exe_inode(task);
 	if (key.inode)
 		bpf_map_update_elem(&runtime_exes, &key, &one, BPF_ANY);
+	runtime.cgroup_id = key.cgroup_id;
+	runtime.tgid = BPF_CORE_READ(task, tgid);
+	bpf_map_update_elem(&runtime_tasks, &runtime, &one, BPF_ANY);
 	return 0;
 }
 
 static long forget_runtime_exe(void *map, struct hg_runtime_exe *key, __u8 *value, __u64 *cgroup_id)
+{
+	if (key->cgroup_id == *cgroup_id)
+		bpf_map_delete_elem(map, key);
+	return 0;
+}
+
+static long forget_runtime_task(void *map, struct hg_runtime_task *key, __u8 *value, __u64 *cgroup_id)
 {
 	if (key->cgroup_id == *cgroup_id)
 		bpf_map_delete_elem(map, key);
@@ -112,7 +123,9 @@ int BPF_PROG(hg_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 	if (!on_unified_hierarchy(cgrp))
 		return 0;
 	id = BPF_CORE_READ(cgrp, kn, id);
-	if (bpf_map_delete_elem(&cgroups, &id) == 0)
+	if (bpf_map_delete_elem(&cgroups, &id) == 0) {
 		bpf_for_each_map_elem(&runtime_exes, forget_runtime_exe, &id, 0);
+		bpf_for_each_map_elem(&runtime_tasks, forget_runtime_task, &id, 0);
+	}
 	return 0;
 }

@@ -114,6 +114,7 @@ static long walk_step(__u32 index, void *unused)
 	buf = w->which ? s->exe : s->path;
 	if (w->dentry == w->root_dentry && w->vfsmnt == w->root_mnt) {
 		w->complete = 1;
+		w->inside_root = 1;
 		return 1;
 	}
 	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
@@ -179,6 +180,7 @@ static __always_inline __u32 resolve_path(struct dentry *dentry, struct vfsmount
 	w->self_pid = (__u64)BPF_CORE_READ(task, group_leader, thread_pid);
 	w->which = which;
 	w->complete = 0;
+	w->inside_root = 0;
 	buf = which ? s->exe : s->path;
 	buf[HG_SCRATCH_HALF - 1] = '\0';
 	if (trailing_slash) {                   /* directories are named "dir/", like prefix rules */

@@ -33,6 +33,7 @@ static __always_inline void copy_argv(struct hg_exec_event *e, struct task_struc
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
+	struct hg_runtime_task runtime = {};
 	struct hg_scratch *s;
 	struct hg_cgroup *tag;
 	struct hg_exec_event *e;
@@ -51,6 +52,19 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		return 0;
 	file = BPF_CORE_READ(bprm, file);
 	len = resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, 0);
+	runtime.cgroup_id = cgroup_id;
+	runtime.tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&runtime_tasks, &runtime)) {
+		if (!s->walk.inside_root) {
+			/* runc re-executing itself from outside the container: still the runtime */
+			struct hg_runtime_exe exe = { .cgroup_id = cgroup_id, .inode = exe_inode(task) };
+			__u8 one = 1;
+
+			bpf_map_update_elem(&runtime_exes, &exe, &one, BPF_ANY);
+			return 0;
+		}
+		bpf_map_delete_elem(&runtime_tasks, &runtime);  /* its first program of the container's */
+	}
 	if (policy_id == HG_POLICY_HOLD) {
 		/*
 		 * The agent has not resolved this container yet. Stop the program before its first

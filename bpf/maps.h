@@ -51,6 +51,24 @@ struct {
 } runtime_exes SEC(".maps");
 
 /*
+ * The same runtime processes by thread group, until they exec a program inside the container's root
+ * (the entrypoint, or the `docker exec` command). Before that, runc may re-exec itself from a copy
+ * outside the container (runc 1.1's memfd clone): such an exec is the runtime's, not the container's.
+ */
+struct hg_runtime_task {
+	__u64 cgroup_id;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct hg_runtime_task);
+	__type(value, __u8);
+} runtime_tasks SEC(".maps");
+
+/*
  * Cgroups under which the container runtime creates one cgroup per container (Docker: /docker).
  * A new cgroup there that is neither pending nor inside a tagged cgroup is held (HG_POLICY_HOLD)
  * until the agent has asked the runtime for its labels: the race where a container starts before
@@ -132,7 +150,7 @@ struct hg_walk {
 	__u32 pos;
 	__u32 which;            /* 0: scratch.path, 1: scratch.exe */
 	__u32 complete;
-	__u32 pad;
+	__u32 inside_root;      /* the walk reached the task's root (not a namespace or pseudo-fs root) */
 };
 
 struct hg_scratch {

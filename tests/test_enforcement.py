@@ -470,3 +470,31 @@ class TestKernelHold:
         child.mkdir()
         enforcer_watching.release_cgroup(cgroups.cgroup_id(child))
         assert None is sensor.maps["cgroups"].lookup(_cgroup_key(child))
+
+
+MOVE_IN_THEN_EXEC_MEMFD = """
+import os, shutil, sys
+with open(sys.argv[1] + "/cgroup.procs", "w") as procs:     # moved in without an exec, like runc init
+    procs.write(str(os.getpid()))
+fd = os.memfd_create("runc_cloned")                           # runc 1.1 re-executes itself from a copy
+with open("/bin/true", "rb") as source:
+    os.write(fd, source.read())
+os.execv(f"/proc/self/fd/{fd}", ["runc", "init"])
+"""
+
+
+class TestRuntimeExemption:
+    def test_runtime_reexec_from_outside_the_root_is_not_judged(self, enforcer: Enforcer, sensor: loader.Sensor,
+                                                               parent_dir: Path) -> None:
+        """A process moved into a held cgroup that re-executes itself from a memfd runs on, unstopped."""
+        import subprocess
+        import sys
+
+        enforcer.watch_runtime_parent(parent_dir, shared=False)
+        try:
+            child = parent_dir / _container_id()
+            child.mkdir()
+            result = subprocess.run([sys.executable, "-c", MOVE_IN_THEN_EXEC_MEMFD, str(child)], timeout=10)
+            assert 0 == result.returncode
+        finally:
+            sensor.maps["runtime_parents"].delete(_cgroup_key(parent_dir))
