@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from agent import loader
 
 REPO = Path(__file__).resolve().parent.parent
 OBJECT_DIR = REPO / "build" / "bpf"
@@ -27,3 +31,14 @@ def docker(*args: str) -> str:
     """Run the docker CLI and return its stripped stdout (CalledProcessError on failure)."""
     done = subprocess.run(["docker", *args], check=True, capture_output=True, text=True, timeout=DOCKER_WAIT)
     return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def loaded_sensor(object_dir: Path) -> Iterator[loader.Sensor]:
+    """hostguard's objects loaded and attached (small ring buffer), closed even when a test fails."""
+    sensor = loader.Sensor(object_dir, ringbuf_bytes=1 << 16)
+    try:
+        sensor.load()
+        yield sensor
+    finally:
+        sensor.close()

@@ -20,6 +20,8 @@ from agent.enforcement import Enforcer, Tagged
 from agent.holds import HOLD
 from agent.policy import Access, EgressRule, FileRule, Mode, NetAction, Policy, PortRange
 
+from .support import loaded_sensor
+
 pytestmark = pytest.mark.kernel
 
 RULE_MAPS = ("exec_rules", "file_rules", "net4_rules", "net6_rules")
@@ -103,12 +105,8 @@ class Reports(list):
 @pytest.fixture(scope="module")
 def sensor(root: None, object_dir: Path) -> Iterator[loader.Sensor]:
     """hostguard's programs loaded and attached once for the module (tagging programs included)."""
-    loaded = loader.Sensor(object_dir, ringbuf_bytes=1 << 16)
-    try:
-        loaded.load()
+    with loaded_sensor(object_dir) as loaded:
         yield loaded
-    finally:
-        loaded.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 
 from agent import cgroups, loader
 
-from .support import REPO, skip_or_fail
+from .support import REPO, loaded_sensor, skip_or_fail
 
 pytestmark = pytest.mark.kernel
 
@@ -100,12 +100,8 @@ def _remove_cgroup_tree(directory: Path) -> None:
 @pytest.fixture
 def sensor(root: None, object_dir: Path, tracefs: None) -> Iterator[loader.Sensor]:
     """A loaded Sensor (small ring buffer), closed after the test even if it failed."""
-    loaded = loader.Sensor(object_dir, ringbuf_bytes=1 << 16)
-    try:
-        loaded.load()
+    with loaded_sensor(object_dir) as loaded:
         yield loaded
-    finally:
-        loaded.close()
 
 
 @pytest.fixture
