@@ -24,6 +24,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cgroup_tag(value: str) -> tuple[Path, str]:
+    directory, sep, policy = value.rpartition("=")
+    if not sep or not directory or not policy:
+        raise argparse.ArgumentTypeError(f"expected DIR=POLICY, got {value!r}")
+    return Path(directory), policy
+
+
 def _route_libbpf_log(logger: object, debug: bool) -> None:
     """libbpf's warnings reach the operator; its info and debug chatter only with --debug."""
     from . import libbpf
@@ -50,6 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         policies=Path(args.policies),
         object_dir=Path(args.bpf_dir) if args.bpf_dir else loader.default_object_dir(),
         docker_socket=args.docker_socket,
+        docker=args.docker,
+        cgroups=tuple(args.cgroup),
         resolv_conf=args.resolv_conf,
         ringbuf_bytes=args.ringbuf_kb << 10,
     )
@@ -70,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policies", required=True, metavar="DIR", help="directory of policy files")
     run.add_argument("--log-file", metavar="FILE", help="also append the JSON log here (reopened on SIGHUP)")
     run.add_argument("--docker-socket", default="/var/run/docker.sock", metavar="PATH")
+    run.add_argument("--no-docker", dest="docker", action="store_false",
+                     help="do not discover Docker containers (tag cgroups with --cgroup instead)")
+    run.add_argument("--cgroup", action="append", default=[], type=_cgroup_tag, metavar="DIR=POLICY",
+                     help="put a cgroup2 directory (absolute, or relative to the cgroup2 mount) and "
+                          "everything below it under POLICY; repeatable")
     run.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="FILE",
                      help="nameservers for policy host names (default /etc/resolv.conf; /etc/hosts first)")
     run.add_argument("--bpf-dir", metavar="DIR", help="where the built *.bpf.o are (default: build/bpf)")

@@ -28,6 +28,8 @@ from .policy import Policy
 __all__ = ["Enforcer", "Tagged"]
 
 RULE_MAPS = ("exec_rules", "file_rules", "net4_rules", "net6_rules")
+DIRECT_PREFIX = "cgroup:"
+"""Container ids of cgroups tagged directly (--cgroup DIR=POLICY) are "cgroup:<dir>"."""
 _RUNTIME_PARENT_OWNED, _RUNTIME_PARENT_SHARED = 1, 2   # enum hg_runtime_parent
 
 Reporter = Callable[..., None]
@@ -56,7 +58,7 @@ class Enforcer:
 
     maps: Mapping[str, BpfMap]
     cgroup_root: Path             # the unified hierarchy's mount point
-    runtime_parent: str           # the container runtime's cgroup parent, e.g. "/docker"
+    runtime_parent: str | None    # the container runtime's cgroup parent, e.g. "/docker"; None: no runtime
     report: Reporter
     hosts: compiler.HostAddresses = field(default_factory=dict)
     _policies: dict[str, Policy] = field(default_factory=dict)
@@ -160,22 +162,34 @@ class Enforcer:
                 if previous is not None:
                     self.container_removed(container_id)
                 return
-            tagged = Tagged(container_id, name, policy_name)
-            self._containers[container_id] = tagged
-            if policy_name not in self._slots or not self._slots[policy_name].known:
-                rules, known = self._compile(policy_name, self._policies.get(policy_name))
-                self._install(policy_name, rules, known)
-                if not known:
-                    self.report("unknown_policy", container_id=container_id, container_name=name,
-                                policy=policy_name,
-                                message="no policy file defines this name: the container gets only "
-                                        "the baseline, enforced (fail closed)")
-            value = compiler.CGROUP.pack(self._slots[policy_name].policy_id, 0)
+            self._containers[container_id] = Tagged(container_id, name, policy_name)
+            value = self._ensure_policy(policy_name, container_id, name)
             for leaf in cgroup_leaf_names(container_id):
                 self.maps["pending"].update(compiler.PENDING_KEY.pack(leaf.encode()), value)
             self._tag_existing_cgroups(container_id, value)
             if previous is not None and previous.policy_name != policy_name:
                 self._release_if_unused(previous.policy_name)
+
+    def tag_cgroup(self, directory: Path, policy_name: str) -> None:
+        """Put a cgroup and everything below it, now and later, under policy_name: for workloads no
+        container runtime announces (systemd units, CI jobs, a test harness)."""
+        with self._lock:
+            container_id = DIRECT_PREFIX + str(directory)
+            self._containers[container_id] = Tagged(container_id, str(directory), policy_name)
+            self._tag_existing_cgroups(container_id, self._ensure_policy(policy_name, container_id,
+                                                                          str(directory)))
+
+    def _ensure_policy(self, policy_name: str, container_id: str, name: str) -> bytes:
+        """The `cgroups` map value for policy_name, installing its rules (or fail-closed ones) first."""
+        if policy_name not in self._slots or not self._slots[policy_name].known:
+            rules, known = self._compile(policy_name, self._policies.get(policy_name))
+            self._install(policy_name, rules, known)
+            if not known:
+                self.report("unknown_policy", container_id=container_id, container_name=name,
+                            policy=policy_name,
+                            message="no policy file defines this name: the container gets only "
+                                    "the baseline, enforced (fail closed)")
+        return compiler.CGROUP.pack(self._slots[policy_name].policy_id, 0)
 
     def container_removed(self, container_id: str) -> None:
         """Forget a container; the kernel drops its cgroup entries when the cgroup goes away."""
@@ -224,6 +238,10 @@ class Enforcer:
         return None
 
     def _cgroup_dirs(self, container_id: str) -> list[Path]:
+        if container_id.startswith(DIRECT_PREFIX):
+            return [Path(container_id[len(DIRECT_PREFIX):])]
+        if self.runtime_parent is None:
+            return []
         parent = self.cgroup_root / self.runtime_parent.lstrip("/")
         return [parent / leaf for leaf in cgroup_leaf_names(container_id)]
 

@@ -52,6 +52,8 @@ class AgentOptions:
     policies: Path
     object_dir: Path
     docker_socket: str = "/var/run/docker.sock"
+    docker: bool = True
+    cgroups: tuple[tuple[Path, str], ...] = ()     # --cgroup DIR=POLICY
     resolv_conf: str = "/etc/resolv.conf"
     ringbuf_bytes: int = 8 << 20
 
@@ -124,46 +126,71 @@ class Agent:
         self._lock_fd = _take_host_lock()
         features = loader.probe_features(self.options.object_dir)
         unified = cgroups.find_unified_mount()
-        client = DockerClient(self.options.docker_socket)
-        runtime_parent = client.cgroup_parent()
-        parent_dir = unified / runtime_parent.lstrip("/")
-        parent_dir.mkdir(parents=True, exist_ok=True)   # dockerd creates it on first start anyway
+        client = DockerClient(self.options.docker_socket) if self.options.docker else None
+        try:
+            runtime_parent = client.cgroup_parent() if client else None
+        except DockerError as error:
+            raise OSError(f"dockerd does not answer at {self.options.docker_socket} ({error}); "
+                          "start it, or run with --no-docker and tag cgroups with --cgroup") from error
 
         self.sensor = loader.Sensor(self.options.object_dir, ringbuf_bytes=self.options.ringbuf_bytes)
         self.sensor.load()
-        self.sensor.attach_cgroup(parent_dir)
-        self._network_parent_id = cgroups.cgroup_id(parent_dir)
         for section in self.sensor.skipped:
             self.log.warning("hook_unavailable", hook=section, reason="tracepoint absent on this kernel")
-
         self.enforcer = Enforcer(self.sensor.maps, unified, runtime_parent, self._report)
-        self.enforcer.watch_runtime_parent(parent_dir, shared=runtime_parent == "/system.slice")
         self.index = _ContainerIndex(self.enforcer)
-        self.holds = HeldContainers(self.enforcer, client, self.log, self._log_violation)
+        self._network_parents: list[Path] = []
+        if client is not None and runtime_parent is not None:
+            parent_dir = unified / runtime_parent.lstrip("/")
+            parent_dir.mkdir(parents=True, exist_ok=True)   # dockerd creates it on first start anyway
+            self._attach_network(parent_dir)
+            self.enforcer.watch_runtime_parent(parent_dir, shared=runtime_parent == "/system.slice")
+            self.holds = HeldContainers(self.enforcer, client, self.log, self._log_violation)
         self.ring = libbpf.RingBuffer(self.sensor.maps["events"], self._on_record)
 
         self.policy_dir = PolicyDirectory(self.options.policies)
         self.hosts = HostWatcher(Resolver(resolv_conf=self.options.resolv_conf), self._on_hosts, self._on_dns_error)
         self._reload_policies(initial=True)
         self.hosts.start()
+        for directory, policy_name in self.options.cgroups:
+            self._tag_cgroup(unified, directory, policy_name)
 
-        self.watcher = ContainerWatcher(client, self, on_error=self._on_watch_error)
-        self.watcher.start()
+        if client is not None:
+            self.watcher = ContainerWatcher(client, self, on_error=self._on_watch_error)
+            self.watcher.start()
         self.ring.poll(0)      # cgroup events of containers adopted just now
 
         self.log.info(
             "agent_ready",
             policies=len(self.enforcer.policy_names),
             containers=len(self.enforcer.containers),
-            containers_seen=self.watcher.count,
+            containers_seen=self.watcher.count if self.watcher else 0,
             hooks=self.sensor.hooks,
             enforcement={"exec": "sched_process_exec + SIGKILL", "file": "sys_exit_open* + SIGKILL",
                          "network": "cgroup sock_addr: EPERM"},
             lsm=features.lsm,
             fentry=features.fentry,
-            cgroup_parent=str(parent_dir),
+            docker=runtime_parent is not None,
+            network_cgroups=[str(path) for path in self._network_parents],
             startup_ms=round(process_uptime_ms(), 1),
         )
+
+    def _attach_network(self, directory: Path) -> None:
+        """Egress programs on directory, unless a cgroup above it already has them."""
+        if any(directory == parent or parent in directory.parents for parent in self._network_parents):
+            return
+        self.sensor.attach_cgroup(directory)
+        self._network_parents.append(directory)
+
+    def _tag_cgroup(self, unified: Path, directory: Path, policy_name: str) -> None:
+        """--cgroup DIR=POLICY: a workload no runtime announces, tagged with everything below it."""
+        directory = directory if directory.is_absolute() and unified in directory.parents \
+            else unified / str(directory).lstrip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        self._attach_network(directory)
+        self.enforcer.tag_cgroup(directory, policy_name)
+        self.index.named(f"cgroup:{directory}", str(directory))
+        self.log.info("cgroup_tagged", cgroup=str(directory), policy=policy_name)
 
     # --- container sink (called from the watcher thread) ----------------------------------------
     def container_added(self, container_id: str, name: str, policy_name: str | None) -> None:
@@ -207,7 +234,7 @@ class Agent:
             self.index.tagged(event)
             if event.policy_id == HOLD:
                 self.holds.cgroup_held(event)
-            elif not event.inherited and event.parent_id != self._network_parent_id:
+            elif not event.inherited and event.parent_id not in self._network_parent_ids():
                 self.log.warning("egress_unenforced", container_id=container_id_from_leaf(event.name),
                                  cgroup_id=event.cgroup_id,
                                  reason="the container's cgroup is outside the runtime's parent, where "
@@ -218,6 +245,9 @@ class Agent:
             self.holds.exec_held(event)
             return
         self._log_violation(event)
+
+    def _network_parent_ids(self) -> set[int]:
+        return {cgroups.cgroup_id(parent) for parent in self._network_parents}
 
     def _log_violation(self, event: events.Violation) -> None:
         policy_name = self.enforcer.policy_name(event.policy_id) or f"#{event.policy_id}"
@@ -295,7 +325,8 @@ class Agent:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + 1.0
                 self._check_counters()
-                self.holds.retry()
+                if self.holds is not None:
+                    self.holds.retry()
                 if self.policy_dir.changed():
                     self._reload_policies()
         self.ring.poll(0)

@@ -7,8 +7,8 @@
  *    event, which comes before "start") gets the announced policy;
  *  - any other new cgroup of the container runtime (`runtime_parents`) is held: its first exec is
  *    stopped until the agent has looked the container up (see exec.bpf.c).
- * Processes the runtime moves into a tagged cgroup (runc init) are recorded by executable in
- * `runtime_exes`, so that their set-up work is not taken for the container's.
+ * Processes the runtime puts into a tagged cgroup (runc init) are recorded in `runtime_tasks`, with
+ * their forks, so that their set-up work is not taken for the container's.
  * Entries are dropped when the cgroup is removed. Only the unified (cgroup2) hierarchy counts: it is
  * the one bpf_get_current_cgroup_id() reports.
  */
@@ -84,27 +84,39 @@ int BPF_PROG(hg_cgroup_attach_task, struct cgroup *dst, const char *path, struct
 	     bool threadgroup)
 {
 	struct hg_runtime_task runtime = {};
-	struct hg_runtime_exe key = {};
 	__u8 one = 1;
 
 	if (!on_unified_hierarchy(dst))
 		return 0;
-	key.cgroup_id = BPF_CORE_READ(dst, kn, id);
-	if (!bpf_map_lookup_elem(&cgroups, &key.cgroup_id))
+	runtime.cgroup_id = BPF_CORE_READ(dst, kn, id);
+	if (!bpf_map_lookup_elem(&cgroups, &runtime.cgroup_id))
 		return 0;
-	key.inode = exe_inode(task);
-	if (key.inode)
-		bpf_map_update_elem(&runtime_exes, &key, &one, BPF_ANY);
-	runtime.cgroup_id = key.cgroup_id;
 	runtime.tgid = BPF_CORE_READ(task, tgid);
 	bpf_map_update_elem(&runtime_tasks, &runtime, &one, BPF_ANY);
 	return 0;
 }
 
-static long forget_runtime_exe(void *map, struct hg_runtime_exe *key, __u8 *value, __u64 *cgroup_id)
+/*
+ * A new process in a tagged cgroup is the runtime's when its parent is (runc init's stages fork
+ * before the entrypoint), or when it was cloned into the cgroup from outside (CLONE_INTO_CGROUP).
+ * Threads share their thread group's entry.
+ */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(hg_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (key->cgroup_id == *cgroup_id)
-		bpf_map_delete_elem(map, key);
+	struct hg_runtime_task key = {};
+	__u64 parent_cgroup;
+	__u8 one = 1;
+
+	key.cgroup_id = BPF_CORE_READ(child, cgroups, dfl_cgrp, kn, id);
+	if (!bpf_map_lookup_elem(&cgroups, &key.cgroup_id))
+		return 0;
+	parent_cgroup = bpf_get_current_cgroup_id();
+	key.tgid = BPF_CORE_READ(parent, tgid);
+	if (parent_cgroup == key.cgroup_id && !bpf_map_lookup_elem(&runtime_tasks, &key))
+		return 0;               /* the container's own code forking */
+	key.tgid = BPF_CORE_READ(child, tgid);
+	bpf_map_update_elem(&runtime_tasks, &key, &one, BPF_ANY);
 	return 0;
 }
 
@@ -123,9 +135,7 @@ int BPF_PROG(hg_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 	if (!on_unified_hierarchy(cgrp))
 		return 0;
 	id = BPF_CORE_READ(cgrp, kn, id);
-	if (bpf_map_delete_elem(&cgroups, &id) == 0) {
-		bpf_for_each_map_elem(&runtime_exes, forget_runtime_exe, &id, 0);
+	if (bpf_map_delete_elem(&cgroups, &id) == 0)
 		bpf_for_each_map_elem(&runtime_tasks, forget_runtime_task, &id, 0);
-	}
 	return 0;
 }

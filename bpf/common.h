@@ -43,21 +43,15 @@ static __always_inline struct hg_cgroup *tagged_cgroup(__u64 *cgroup_id)
 	return bpf_map_lookup_elem(&cgroups, cgroup_id);
 }
 
-/* The executable of a task, as an identity (its inode), or 0. */
-static __always_inline __u64 exe_inode(struct task_struct *task)
-{
-	return (__u64)BPF_CORE_READ(task, mm, exe_file, f_inode);
-}
-
-/* Whether the caller is the container runtime setting up or joining this cgroup (see runtime_exes). */
+/* Whether the caller is the container runtime setting up or joining this cgroup (see runtime_tasks). */
 static __always_inline int is_runtime(__u64 cgroup_id)
 {
-	struct hg_runtime_exe key = {
+	struct hg_runtime_task key = {
 		.cgroup_id = cgroup_id,
-		.inode = exe_inode((struct task_struct *)bpf_get_current_task()),
+		.tgid = bpf_get_current_pid_tgid() >> 32,
 	};
 
-	return bpf_map_lookup_elem(&runtime_exes, &key) != NULL;
+	return bpf_map_lookup_elem(&runtime_tasks, &key) != NULL;
 }
 
 static __always_inline void count(__u32 stat)

@@ -55,14 +55,8 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	runtime.cgroup_id = cgroup_id;
 	runtime.tgid = bpf_get_current_pid_tgid() >> 32;
 	if (bpf_map_lookup_elem(&runtime_tasks, &runtime)) {
-		if (!s->walk.inside_root) {
-			/* runc re-executing itself from outside the container: still the runtime */
-			struct hg_runtime_exe exe = { .cgroup_id = cgroup_id, .inode = exe_inode(task) };
-			__u8 one = 1;
-
-			bpf_map_update_elem(&runtime_exes, &exe, &one, BPF_ANY);
-			return 0;
-		}
+		if (!s->walk.inside_root)
+			return 0;       /* runc re-executing itself from outside the container: still the runtime */
 		bpf_map_delete_elem(&runtime_tasks, &runtime);  /* its first program of the container's */
 	}
 	if (policy_id == HG_POLICY_HOLD) {

@@ -6,7 +6,7 @@
  *
  * Writers: the agent's enforcement module alone writes policies, rules and pending names. The kernel
  * writes `cgroups` only to copy an entry (a new cgroup under a tagged parent, or a pending container
- * starting) and to drop it when the cgroup goes away; it writes `runtime_exes`, `stats` and the ring
+ * starting) and to drop it when the cgroup goes away; it writes `runtime_tasks`, `stats` and the ring
  * buffer.
  */
 #ifndef HOSTGUARD_MAPS_H
@@ -33,27 +33,11 @@ struct {
 } pending SEC(".maps");
 
 /*
- * The container runtime's own processes inside a tagged cgroup (runc init setting a container up, or
- * joining it for `docker exec`), known by their executable: the runtime moves them in without an
- * exec, so their executable is one no container process can have (a container process that execs it
- * is checked against the exec rules like any other). Their forks share it; their next exec leaves it.
- */
-struct hg_runtime_exe {
-	__u64 cgroup_id;
-	__u64 inode;            /* struct inode * of the executable, as an identity */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct hg_runtime_exe);
-	__type(value, __u8);
-} runtime_exes SEC(".maps");
-
-/*
- * The same runtime processes by thread group, until they exec a program inside the container's root
- * (the entrypoint, or the `docker exec` command). Before that, runc may re-exec itself from a copy
- * outside the container (runc 1.1's memfd clone): such an exec is the runtime's, not the container's.
+ * The container runtime's own processes inside a tagged cgroup, by thread group: the ones the runtime
+ * moves in without an exec (runc init setting a container up, or joining it for `docker exec`), the
+ * ones cloned straight into the cgroup from outside it, and their forks — until they exec a program
+ * inside the container's root (the entrypoint, or the `docker exec` command). Before that, runc may
+ * re-exec itself from a copy outside the container (runc 1.1's memfd clone): still the runtime.
  */
 struct hg_runtime_task {
 	__u64 cgroup_id;

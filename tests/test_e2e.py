@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .agent_process import AgentProcess, docker_run, unique_name, write_policy
+from .agent_process import AgentProcess, docker_rm, docker_run, unique_name, write_policy
 from .listeners import Listener
 from .support import REPO
 
@@ -171,6 +171,24 @@ class TestFiles:
         assert KILLED == result.returncode
         [violation] = agent.violations(name)
         assert "/srv/secret.txt" == violation["path"]
+
+
+class TestDockerExec:
+    def test_docker_exec_runs_under_the_containers_policy(self, agent: AgentProcess, busybox_image: str) -> None:
+        """runc joining the container for `docker exec` is not judged; the command it runs is."""
+        name = unique_name("exec")
+        started = docker_run(busybox_image, "sleep", "30", policy="e2e", name=name, detach=True)
+        assert 0 == started.returncode, started.stderr
+        try:
+            allowed = subprocess.run(["docker", "exec", name, "cat", "/var/task/hello.txt"],
+                                     capture_output=True, text=True, timeout=30)
+            forbidden = subprocess.run(["docker", "exec", name, "cat", "/srv/secret.txt"],
+                                       capture_output=True, text=True, timeout=30)
+        finally:
+            docker_rm(name)
+        assert (0, "hello\n", KILLED) == (allowed.returncode, allowed.stdout, forbidden.returncode)
+        [violation] = agent.violations(name)
+        assert ("file", "/srv/secret.txt", "cat") == (violation["kind"], violation["path"], violation["comm"])
 
 
 class TestNetwork:
