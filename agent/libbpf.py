@@ -94,6 +94,8 @@ _map_set_max_entries = _declare("bpf_map__set_max_entries", ctypes.c_int, [_c_p,
 _map_key_size = _declare("bpf_map__key_size", ctypes.c_uint32, [_c_p])
 _map_value_size = _declare("bpf_map__value_size", ctypes.c_uint32, [_c_p])
 _map_max_entries = _declare("bpf_map__max_entries", ctypes.c_uint32, [_c_p])
+_map_set_initial_value = _declare("bpf_map__set_initial_value", ctypes.c_int, [_c_p, _c_p, ctypes.c_size_t],
+                                  _errcheck_int)
 
 # --- <bpf/bpf.h>: map elements -------------------------------------------------------------------
 _map_update = _declare("bpf_map_update_elem", ctypes.c_int, [ctypes.c_int, _c_p, _c_p, ctypes.c_uint64])
@@ -232,6 +234,10 @@ class BpfMap:
 
     def set_max_entries(self, count: int) -> None:
         _map_set_max_entries(self._ptr, count)
+
+    def set_initial_value(self, data: bytes) -> None:
+        """The contents of a global data map (.rodata knobs) before the object is loaded."""
+        _map_set_initial_value(self._ptr, data, len(data))
 
     def reuse_fd(self, fd: int) -> None:
         """Share an already created map (same name in another object) instead of creating one."""

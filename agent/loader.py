@@ -19,7 +19,13 @@ __all__ = ["Features", "Sensor", "default_object_dir", "probe_features"]
 OBJECTS = ("cgroup", "exec", "file", "net")
 """Load order: the first object creates the shared maps."""
 
-HOOK_KIND = {"exec": "exec", "file": "file", "net": "network", "cgroup": "tagging"}
+LSM_OBJECT = "lsm"
+"""Loaded too where LSM programs load: exec and open verdicts before the act (EPERM)."""
+
+KNOBS = ".rodata.knobs"
+"""exec.bpf.o: `hg_lsm_verdicts`, set when the LSM object takes exec verdicts (the hold stays)."""
+
+HOOK_KIND = {"exec": "exec", "file": "file", "net": "network", "cgroup": "tagging", "lsm": "lsm"}
 TRACEFS = Path("/sys/kernel/tracing")
 
 
@@ -69,6 +75,7 @@ class Sensor:
 
     object_dir: Path
     ringbuf_bytes: int = 8 << 20
+    lsm: bool = False             # load lsm.bpf.o and leave exec/file verdicts to it
     maps: dict[str, libbpf.BpfMap] = field(default_factory=dict)
     hooks: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -77,27 +84,43 @@ class Sensor:
 
     def load(self) -> None:
         """Open, load and attach the non-cgroup programs; cgroup programs attach per cgroup."""
-        for name in OBJECTS:
+        # With LSM, lsm.bpf.o takes the open verdicts before the act: file.bpf.o is not loaded.
+        names = tuple(n for n in OBJECTS if n != "file") + (LSM_OBJECT,) if self.lsm else OBJECTS
+        for name in names:
             obj = libbpf.BpfObject(self.object_dir / f"{name}.bpf.o")
             self._objects.append(obj)
             for bpf_map in obj.maps():
                 shared = self.maps.get(bpf_map.name)
-                if shared is not None:
+                if shared is not None and bpf_map.name != KNOBS:
                     bpf_map.reuse_fd(shared.fd)
                 elif bpf_map.name == "events":
                     bpf_map.set_max_entries(self.ringbuf_bytes)
+                elif bpf_map.name == KNOBS:
+                    bpf_map.set_initial_value(bytes([self.lsm]))
             for program in obj.programs():
                 if program.section.startswith("tracepoint/") and not _tracepoint_exists(program.section):
                     program.autoload = False
                     self.skipped.append(program.section)
             obj.load()
             for bpf_map in obj.maps():
-                if "." not in bpf_map.name and bpf_map.name not in self.maps:  # not .rodata/.bss
+                if "." not in bpf_map.name and bpf_map.name not in self.maps:  # not .rodata, .bss, knobs
                     self.maps[bpf_map.name] = bpf_map
             for program in obj.programs():
                 if program.autoload and not program.section.startswith("cgroup/"):
                     self._links.append(program.attach())
                     self.hooks.setdefault(HOOK_KIND[name], []).append(program.section)
+
+    @property
+    def enforcement(self) -> dict[str, str]:
+        """How each kind of violation is answered on this kernel (for agent_ready)."""
+        if self.lsm:
+            exec_path = "lsm bprm_check_security: EPERM before the program runs"
+            file_path = "lsm file_open: EPERM before the file is opened"
+        else:
+            exec_path = "tp_btf sched_process_exec: SIGKILL before the first instruction"
+            file_path = "tracepoint sys_exit_open*: SIGKILL after the open"
+        return {"exec": exec_path, "file": file_path,
+                "network": "cgroup connect/sendmsg/sock_create: EPERM before any packet"}
 
     def attach_cgroup(self, cgroup_dir: Path) -> None:
         """Attach the egress programs to cgroup_dir: every cgroup below it runs them."""

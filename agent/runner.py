@@ -133,7 +133,8 @@ class Agent:
             raise OSError(f"dockerd does not answer at {self.options.docker_socket} ({error}); "
                           "start it, or run with --no-docker and tag cgroups with --cgroup") from error
 
-        self.sensor = loader.Sensor(self.options.object_dir, ringbuf_bytes=self.options.ringbuf_bytes)
+        self.sensor = loader.Sensor(self.options.object_dir, ringbuf_bytes=self.options.ringbuf_bytes,
+                                    lsm=features.lsm == "ok")
         self.sensor.load()
         for section in self.sensor.skipped:
             self.log.warning("hook_unavailable", hook=section, reason="tracepoint absent on this kernel")
@@ -166,8 +167,7 @@ class Agent:
             containers=len(self.enforcer.containers),
             containers_seen=self.watcher.count if self.watcher else 0,
             hooks=self.sensor.hooks,
-            enforcement={"exec": "sched_process_exec + SIGKILL", "file": "sys_exit_open* + SIGKILL",
-                         "network": "cgroup sock_addr: EPERM"},
+            enforcement=self.sensor.enforcement,
             lsm=features.lsm,
             fentry=features.fentry,
             docker=runtime_parent is not None,

@@ -9,26 +9,12 @@
  * HG_ACTION_HELD; the agent resumes or kills the program once it knows the container's policy. A held
  * exec whose event is lost stays stopped until the agent resolves the cgroup, and is then resumed.
  */
-#include "common.h"
+#include "verdicts.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* argv as the new program sees it: the strings execve copied to the top of its stack. */
-static __always_inline void copy_argv(struct hg_exec_event *e, struct task_struct *task)
-{
-	unsigned long start = BPF_CORE_READ(task, mm, arg_start);
-	unsigned long end = BPF_CORE_READ(task, mm, arg_end);
-	__u32 len = end > start ? end - start : 0;
-
-	if (len > HG_EVENT_ARGV_LEN - 1)
-		len = HG_EVENT_ARGV_LEN - 1;
-	barrier_var(len);
-	len &= HG_EVENT_ARGV_LEN - 1;
-	e->argv_len = 0;
-	if (bpf_probe_read_user(e->argv, len, (void *)start) == 0)
-		e->argv_len = len;
-	e->argv[len] = '\0';
-}
+/* Set by the agent where the LSM path (lsm.bpf.c) takes exec verdicts: only the hold stays here. */
+const volatile bool hg_lsm_verdicts SEC(".rodata.knobs") = false;
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
@@ -36,11 +22,9 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct hg_runtime_task runtime = {};
 	struct hg_scratch *s;
 	struct hg_cgroup *tag;
-	struct hg_exec_event *e;
 	struct file *file;
 	__u64 cgroup_id;
 	__u32 len, policy_id;
-	__u8 action;
 
 	tag = tagged_cgroup(&cgroup_id);
 	if (!tag)
@@ -66,23 +50,11 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		 * exec_rules map) and continues or kills it.
 		 */
 		bpf_send_signal(HG_SIGSTOP);
-		action = HG_ACTION_HELD;
-	} else if (len && lookup_path_rule(&exec_rules, &s->key, policy_id, s->path, len)) {
+		exec_event(HG_ACTION_HELD, policy_id, cgroup_id, s, len, task, 1);
 		return 0;
-	} else {
-		action = answer_violation(policy_id, 1);
 	}
-	e = reserve_event(sizeof(*e));
-	if (!e)
+	if (hg_lsm_verdicts || exec_allowed(s, len, policy_id))
 		return 0;
-	fill_header(&e->hdr, HG_OP_EXEC, action, policy_id, cgroup_id, s, 0);
-	e->path_len = 0;
-	e->path[0] = '\0';
-	if (len)
-		e->path_len = copy_path_out(e->path, s->path, len);
-	__builtin_memcpy(e->hdr.exe, e->path, sizeof(e->path));
-	e->hdr.exe_len = e->path_len;
-	copy_argv(e, task);
-	bpf_ringbuf_submit(e, 0);
+	exec_event(answer_violation(policy_id, 1), policy_id, cgroup_id, s, len, task, 1);
 	return 0;
 }

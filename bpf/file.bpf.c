@@ -3,19 +3,13 @@
  * File enforcement without LSM: on the way out of every open-family syscall that returned a file,
  * name the opened file from the file table (kernel objects: symlinks, "..", dirfd already resolved),
  * check it against the policy, and SIGKILL the caller before it gets to use the descriptor. The open
- * itself has happened by then (an O_TRUNC has truncated): closing that gap needs the LSM path.
+ * itself has happened by then (an O_TRUNC has truncated): where BPF LSM programs load, lsm.bpf.c
+ * refuses the open instead and this object is not loaded.
  */
-#include "common.h"
+#include "verdicts.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define HG_O_CREAT 0100
-#define HG_O_TRUNC 01000
-#define HG_O_PATH 010000000
-#define HG_FMODE_READ 0x1
-#define HG_FMODE_WRITE 0x2
-#define HG_S_IFMT 00170000
-#define HG_S_IFDIR 0040000
 
 /* The syscall's own arguments are still in the user registers on the way out. */
 static __always_inline unsigned long syscall_arg(int n)
@@ -70,14 +64,10 @@ static __always_inline __u64 open_flags(enum flags_source source)
 
 static __always_inline int check_open(long fd, enum flags_source source)
 {
-	struct hg_file_event *e;
-	struct hg_scratch *s;
 	struct hg_cgroup *tag;
 	struct file *file;
-	__u32 len, exe_len, need = 0, mode, policy_id, *allowed;
+	__u32 need = 0, mode, policy_id;
 	__u64 cgroup_id;
-	__u8 action;
-	int is_dir;
 
 	tag = tagged_cgroup(&cgroup_id);
 	if (!tag || fd < 0)
@@ -94,30 +84,7 @@ static __always_inline int check_open(long fd, enum flags_source source)
 		need |= HG_ACCESS_READ;
 	if ((mode & HG_FMODE_WRITE) || (open_flags(source) & (HG_O_CREAT | HG_O_TRUNC)))
 		need |= HG_ACCESS_WRITE;
-	is_dir = (BPF_CORE_READ(file, f_inode, i_mode) & HG_S_IFMT) == HG_S_IFDIR;
-
-	s = scratch_space();
-	if (!s)
-		return 0;
-	len = resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, is_dir);
-	if (len) {
-		allowed = lookup_path_rule(&file_rules, &s->key, policy_id, s->path, len);
-		if (allowed && (need & ~*allowed) == 0)
-			return 0;
-	}
-
-	action = answer_violation(policy_id, 1);
-	exe_len = resolve_exe();
-	e = reserve_event(sizeof(*e));
-	if (!e)
-		return 0;
-	fill_header(&e->hdr, HG_OP_FILE, action, policy_id, cgroup_id, s, exe_len);
-	e->access = need;
-	e->path_len = 0;
-	e->path[0] = '\0';
-	if (len)
-		e->path_len = copy_path_out(e->path, s->path, len);
-	bpf_ringbuf_submit(e, 0);
+	judge_file(file, need, policy_id, cgroup_id, 1);
 	return 0;
 }
 

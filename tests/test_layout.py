@@ -14,7 +14,7 @@ from agent import compiler, events
 
 from .support import skip_or_fail
 
-OBJECTS = ("cgroup", "exec", "file", "net")
+OBJECTS = ("cgroup", "exec", "file", "net", "lsm")
 
 
 def _btf_structs(object_path: Path) -> dict[str, dict]:
