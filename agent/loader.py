@@ -23,7 +23,8 @@ LSM_OBJECT = "lsm"
 """Loaded too where LSM programs load: exec and open verdicts before the act (EPERM)."""
 
 KNOBS = ".rodata.knobs"
-"""exec.bpf.o: `hg_lsm_verdicts`, set when the LSM object takes exec verdicts (the hold stays)."""
+"""exec.bpf.o: `hg_lsm_verdicts` (the LSM object takes exec verdicts; the hold stays);
+net.bpf.o: `hg_net_can_signal` (cgroup programs may kill)."""
 
 HOOK_KIND = {"exec": "exec", "file": "file", "net": "network", "cgroup": "tagging", "lsm": "lsm"}
 TRACEFS = Path("/sys/kernel/tracing")
@@ -43,25 +44,29 @@ class Features:
 
     lsm: str
     fentry: str
+    net_signal: str          # cgroup programs may call bpf_send_signal (on_violation: kill)
 
 
-def _try_program(object_path: Path, program_name: str) -> str:
+def _try_program(object_path: Path, program_name: str, attach: bool = True) -> str:
     try:
         with libbpf.expected_failures(), libbpf.BpfObject(object_path) as obj:
             for program in obj.programs():
                 program.autoload = program.name == program_name
             obj.load()
             program = next(p for p in obj.programs() if p.name == program_name)
-            program.attach().destroy()
+            if attach:
+                program.attach().destroy()
         return "ok"
     except OSError as error:
         return f"refused: {error.strerror or error}"
 
 
 def probe_features(object_dir: Path) -> Features:
-    """Try an LSM and an fentry program (load and attach, then detach at once)."""
+    """Try an LSM and an fentry program (load and attach, then detach at once), and whether a cgroup
+    program may send a signal (loading answers that)."""
     probe = object_dir / "probe.bpf.o"
-    return Features(lsm=_try_program(probe, "hg_probe_lsm"), fentry=_try_program(probe, "hg_probe_fentry"))
+    return Features(lsm=_try_program(probe, "hg_probe_lsm"), fentry=_try_program(probe, "hg_probe_fentry"),
+                    net_signal=_try_program(probe, "hg_probe_net_signal", attach=False))
 
 
 def _tracepoint_exists(section: str) -> bool:
@@ -76,6 +81,7 @@ class Sensor:
     object_dir: Path
     ringbuf_bytes: int = 8 << 20
     lsm: bool = False             # load lsm.bpf.o and leave exec/file verdicts to it
+    net_signal: bool = True       # cgroup programs may kill (on_violation: kill); else they only deny
     maps: dict[str, libbpf.BpfMap] = field(default_factory=dict)
     hooks: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -96,7 +102,7 @@ class Sensor:
                 elif bpf_map.name == "events":
                     bpf_map.set_max_entries(self.ringbuf_bytes)
                 elif bpf_map.name == KNOBS:
-                    bpf_map.set_initial_value(bytes([self.lsm]))
+                    bpf_map.set_initial_value(bytes([self.net_signal if name == "net" else self.lsm]))
             for program in obj.programs():
                 if program.section.startswith("tracepoint/") and not _tracepoint_exists(program.section):
                     program.autoload = False
@@ -119,8 +125,10 @@ class Sensor:
         else:
             exec_path = "tp_btf sched_process_exec: SIGKILL before the first instruction"
             file_path = "tracepoint sys_exit_open*: SIGKILL after the open"
-        return {"exec": exec_path, "file": file_path,
-                "network": "cgroup connect/sendmsg/sock_create: EPERM before any packet"}
+        network = "cgroup connect/sendmsg/sock_create: EPERM before any packet"
+        if not self.net_signal:
+            network += " (on_violation: kill only denies: this kernel's cgroup programs cannot signal)"
+        return {"exec": exec_path, "file": file_path, "network": network}
 
     def attach_cgroup(self, cgroup_dir: Path) -> None:
         """Attach the egress programs to cgroup_dir: every cgroup below it runs them."""

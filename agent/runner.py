@@ -134,7 +134,7 @@ class Agent:
                           "start it, or run with --no-docker and tag cgroups with --cgroup") from error
 
         self.sensor = loader.Sensor(self.options.object_dir, ringbuf_bytes=self.options.ringbuf_bytes,
-                                    lsm=features.lsm == "ok")
+                                    lsm=features.lsm == "ok", net_signal=features.net_signal == "ok")
         self.sensor.load()
         for section in self.sensor.skipped:
             self.log.warning("hook_unavailable", hook=section, reason="tracepoint absent on this kernel")
@@ -170,6 +170,7 @@ class Agent:
             enforcement=self.sensor.enforcement,
             lsm=features.lsm,
             fentry=features.fentry,
+            net_signal=features.net_signal,
             docker=runtime_parent is not None,
             network_cgroups=[str(path) for path in self._network_parents],
             startup_ms=round(process_uptime_ms(), 1),

@@ -10,6 +10,12 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * Whether cgroup programs may call bpf_send_signal here (6.18 allows it, 6.1 does not): probed at
+ * start; when false the call is dead code the verifier never sees, and on_violation: kill denies.
+ */
+const volatile bool hg_net_can_signal SEC(".rodata.knobs") = true;
+
 #define HG_AF_INET 2
 #define HG_AF_INET6 10
 #define HG_ALLOW 1
@@ -33,7 +39,7 @@ static __always_inline int violation(__u8 protocol, __u32 policy_id, __u64 cgrou
 				     __u16 family, __u16 port, const __u8 *addr, __u32 addr_len)
 {
 	struct hg_policy *policy = bpf_map_lookup_elem(&policies, &policy_id);
-	int kill = policy && policy->net_action == HG_NET_KILL;
+	int kill = hg_net_can_signal && policy && policy->net_action == HG_NET_KILL;
 	struct hg_connect_event *e;
 	struct hg_scratch *s;
 	__u32 exe_len;
