@@ -3,6 +3,7 @@
 #   ./dev.sh run     install what is missing, build the BPF objects, run the agent with policies/
 #   ./dev.sh test    the same set-up, then dockerd and the whole test suite (extra args go to pytest)
 #   ./dev.sh bench   the same set-up, then the benchmarks (bench/README.md; extra args go to python -m bench)
+#   ./dev.sh test-kernels   the agent's verdicts on Debian's 6.1 and 6.12 kernels under QEMU (kernels/README.md)
 set -eu
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -18,6 +19,8 @@ install_packages() {
     pkgs="clang llvm libbpf1 libbpf-dev bpftool make python3 python3-venv docker.io"
     # tests and benchmarks: offline images, the static loop binary, the peer tracers
     [ "${1:-}" != run ] && pkgs="$pkgs busybox-static nodejs npm gcc libc6-dev bpftrace bpfcc-tools"
+    # the kernel matrix: QEMU, and Debian's own Python for the guests
+    [ "${1:-}" != run ] && pkgs="$pkgs qemu-system-x86 python3.11 libpython3.11-stdlib"
     missing=""
     for pkg in $pkgs; do
         case $pkg in  # a command already on PATH (e.g. a newer node) is good enough
@@ -85,13 +88,18 @@ test)
     fi
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+test-kernels)
+    shift
+    install_packages test; setup_python; mount_filesystems; build
+    exec "$VENV/bin/python" kernels/run.py "$@"
+    ;;
 bench)
     shift
     install_packages bench; setup_python; mount_filesystems; build; start_dockerd
     exec "$VENV/bin/python" -m bench "$@"
     ;;
 *)
-    echo "usage: $0 run [agent options] | test [pytest options] | bench [--quick]" >&2
+    echo "usage: $0 run [agent options] | test [pytest options] | bench [--quick] | test-kernels" >&2
     exit 2
     ;;
 esac
