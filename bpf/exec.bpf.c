@@ -22,7 +22,6 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	struct hg_runtime_task runtime = {};
 	struct hg_scratch *s;
 	struct hg_cgroup *tag;
-	struct file *file;
 	__u64 cgroup_id;
 	__u32 len, policy_id;
 
@@ -34,15 +33,10 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	s = scratch_space();
 	if (!s)
 		return 0;
-	file = BPF_CORE_READ(bprm, file);
-	len = resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, 0);
-	runtime.cgroup_id = cgroup_id;
-	runtime.tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bpf_map_lookup_elem(&runtime_tasks, &runtime)) {
-		if (!s->walk.inside_root)
-			return 0;       /* runc re-executing itself from outside the container: still the runtime */
-		bpf_map_delete_elem(&runtime_tasks, &runtime);  /* its first program of the container's */
-	}
+	len = resolve_exec(bprm);
+	if (runtime_reexec(s, &runtime, cgroup_id))
+		return 0;               /* still the runtime */
+	bpf_map_delete_elem(&runtime_tasks, &runtime);   /* if it was the runtime: now the container */
 	if (policy_id == HG_POLICY_HOLD) {
 		/*
 		 * The agent has not resolved this container yet. Stop the program before its first

@@ -66,7 +66,7 @@ static __always_inline int check_open(long fd, enum flags_source source)
 {
 	struct hg_cgroup *tag;
 	struct file *file;
-	__u32 need = 0, mode, policy_id;
+	__u32 policy_id;
 	__u64 cgroup_id;
 
 	tag = tagged_cgroup(&cgroup_id);
@@ -79,12 +79,7 @@ static __always_inline int check_open(long fd, enum flags_source source)
 	if (!file || (BPF_CORE_READ(file, f_flags) & HG_O_PATH))
 		return 0;                       /* O_PATH reads and writes nothing */
 
-	mode = BPF_CORE_READ(file, f_mode);
-	if (mode & HG_FMODE_READ)
-		need |= HG_ACCESS_READ;
-	if ((mode & HG_FMODE_WRITE) || (open_flags(source) & (HG_O_CREAT | HG_O_TRUNC)))
-		need |= HG_ACCESS_WRITE;
-	judge_file(file, need, policy_id, cgroup_id, 1);
+	judge_file(file, open_access(BPF_CORE_READ(file, f_mode), open_flags(source)), policy_id, cgroup_id, 1);
 	return 0;
 }
 

@@ -20,7 +20,6 @@ int BPF_PROG(hg_lsm_exec, struct linux_binprm *bprm, int ret)
 	struct hg_runtime_task runtime = {};
 	struct hg_scratch *s;
 	struct hg_cgroup *tag;
-	struct file *file;
 	__u64 cgroup_id;
 	__u32 len, policy_id;
 	__u8 action;
@@ -36,11 +35,8 @@ int BPF_PROG(hg_lsm_exec, struct linux_binprm *bprm, int ret)
 	s = scratch_space();
 	if (!s)
 		return 0;
-	file = BPF_CORE_READ(bprm, file);
-	len = resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, 0);
-	runtime.cgroup_id = cgroup_id;
-	runtime.tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!s->walk.inside_root && bpf_map_lookup_elem(&runtime_tasks, &runtime))
+	len = resolve_exec(bprm);
+	if (runtime_reexec(s, &runtime, cgroup_id))
 		return 0;               /* runc re-executing itself from outside the container */
 	if (exec_allowed(s, len, policy_id))
 		return 0;
@@ -53,7 +49,7 @@ SEC("lsm/file_open")
 int BPF_PROG(hg_lsm_file_open, struct file *file, int ret)
 {
 	struct hg_cgroup *tag;
-	__u32 need = 0, mode, flags, policy_id;
+	__u32 flags, policy_id;
 	__u64 cgroup_id;
 
 	if (ret)
@@ -67,10 +63,6 @@ int BPF_PROG(hg_lsm_file_open, struct file *file, int ret)
 	flags = BPF_CORE_READ(file, f_flags);   /* O_TRUNC is still there: the truncation comes later */
 	if (flags & HG_O_PATH)
 		return 0;
-	mode = BPF_CORE_READ(file, f_mode);
-	if (mode & HG_FMODE_READ)
-		need |= HG_ACCESS_READ;
-	if ((mode & HG_FMODE_WRITE) || (flags & (HG_O_CREAT | HG_O_TRUNC)))
-		need |= HG_ACCESS_WRITE;
-	return judge_file(file, need, policy_id, cgroup_id, 0) == HG_ACTION_DENIED ? -HG_EPERM : 0;
+	return judge_file(file, open_access(BPF_CORE_READ(file, f_mode), flags), policy_id, cgroup_id, 0)
+	       == HG_ACTION_DENIED ? -HG_EPERM : 0;
 }

@@ -93,6 +93,38 @@ static __always_inline void exec_event(__u8 action, __u32 policy_id, __u64 cgrou
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* The access bits an open asks for: f_mode's read and write, and O_CREAT or O_TRUNC count as write. */
+static __always_inline __u32 open_access(__u32 f_mode, __u64 flags)
+{
+	__u32 need = 0;
+
+	if (f_mode & HG_FMODE_READ)
+		need |= HG_ACCESS_READ;
+	if ((f_mode & HG_FMODE_WRITE) || (flags & (HG_O_CREAT | HG_O_TRUNC)))
+		need |= HG_ACCESS_WRITE;
+	return need;
+}
+
+/* Name the program an exec runs into scratch.path; returns its length (see resolve_path()). */
+static __always_inline __u32 resolve_exec(struct linux_binprm *bprm)
+{
+	struct file *file = BPF_CORE_READ(bprm, file);
+
+	return resolve_path(BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt), 0, 0);
+}
+
+/*
+ * Whether the caller is the runtime (runtime_tasks) and the program just resolved lies outside the
+ * task's root: runc re-executing itself from a copy, not the container's first program.
+ */
+static __always_inline int runtime_reexec(struct hg_scratch *s, struct hg_runtime_task *runtime,
+					  __u64 cgroup_id)
+{
+	runtime->cgroup_id = cgroup_id;
+	runtime->tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&runtime_tasks, runtime) && !s->walk.inside_root;
+}
+
 /* Whether the program in s->path (length len, just resolved) may run under policy_id. */
 static __always_inline int exec_allowed(struct hg_scratch *s, __u32 len, __u32 policy_id)
 {
