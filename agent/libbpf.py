@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno as errno_module
 import os
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ __all__ = [
 ]
 
 _lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)   # the C library the interpreter already uses (no ldconfig run)
 
 _c_p = ctypes.c_void_p
 
