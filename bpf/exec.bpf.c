@@ -34,9 +34,12 @@ int BPF_PROG(hg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	if (!s)
 		return 0;
 	len = resolve_exec(bprm);
-	if (runtime_reexec(s, &runtime, cgroup_id))
+	switch (runtime_exec(s, &runtime, cgroup_id)) {
+	case 2:
 		return 0;               /* still the runtime */
-	bpf_map_delete_elem(&runtime_tasks, &runtime);   /* if it was the runtime: now the container */
+	case 1:
+		bpf_map_delete_elem(&runtime_tasks, &runtime);  /* from here on, the container's code */
+	}
 	if (policy_id == HG_POLICY_HOLD) {
 		/*
 		 * The agent has not resolved this container yet. Stop the program before its first

@@ -66,7 +66,7 @@ static __always_inline int check_open(long fd, enum flags_source source)
 {
 	struct hg_cgroup *tag;
 	struct file *file;
-	__u32 policy_id;
+	__u32 mode, policy_id;
 	__u64 cgroup_id;
 
 	tag = tagged_cgroup(&cgroup_id);
@@ -79,7 +79,10 @@ static __always_inline int check_open(long fd, enum flags_source source)
 	if (!file || (BPF_CORE_READ(file, f_flags) & HG_O_PATH))
 		return 0;                       /* O_PATH reads and writes nothing */
 
-	judge_file(file, open_access(BPF_CORE_READ(file, f_mode), open_flags(source)), policy_id, cgroup_id, 1);
+	mode = BPF_CORE_READ(file, f_mode);
+	/* the flags only matter for an open that does not already write: read them only then */
+	judge_file(file, open_access(mode, (mode & HG_FMODE_WRITE) ? 0 : open_flags(source)), policy_id,
+		   cgroup_id, 1);
 	return 0;
 }
 

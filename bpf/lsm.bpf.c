@@ -36,7 +36,7 @@ int BPF_PROG(hg_lsm_exec, struct linux_binprm *bprm, int ret)
 	if (!s)
 		return 0;
 	len = resolve_exec(bprm);
-	if (runtime_reexec(s, &runtime, cgroup_id))
+	if (runtime_exec(s, &runtime, cgroup_id) == 2)
 		return 0;               /* runc re-executing itself from outside the container */
 	if (exec_allowed(s, len, policy_id))
 		return 0;

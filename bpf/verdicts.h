@@ -114,15 +114,18 @@ static __always_inline __u32 resolve_exec(struct linux_binprm *bprm)
 }
 
 /*
- * Whether the caller is the runtime (runtime_tasks) and the program just resolved lies outside the
- * task's root: runc re-executing itself from a copy, not the container's first program.
+ * The caller's standing as the runtime (runtime_tasks): 0 not the runtime; 1 the runtime running
+ * its first program inside the container's root (the entrypoint); 2 the runtime re-executing
+ * itself from a copy outside that root (s->path was just resolved).
  */
-static __always_inline int runtime_reexec(struct hg_scratch *s, struct hg_runtime_task *runtime,
-					  __u64 cgroup_id)
+static __always_inline int runtime_exec(struct hg_scratch *s, struct hg_runtime_task *runtime,
+					__u64 cgroup_id)
 {
 	runtime->cgroup_id = cgroup_id;
 	runtime->tgid = bpf_get_current_pid_tgid() >> 32;
-	return bpf_map_lookup_elem(&runtime_tasks, runtime) && !s->walk.inside_root;
+	if (!bpf_map_lookup_elem(&runtime_tasks, runtime))
+		return 0;
+	return s->walk.inside_root ? 1 : 2;
 }
 
 /* Whether the program in s->path (length len, just resolved) may run under policy_id. */
